@@ -1,0 +1,63 @@
+// A fixed pool of worker threads for data-parallel kernels.
+//
+// The calling thread takes part in every job, so ThreadPool(1) runs everything inline and
+// ThreadPool(n) starts n - 1 workers. Workers spin briefly between jobs (a decode step issues
+// hundreds of small jobs, and waking a sleeping thread costs tens of microseconds), then sleep.
+//
+//   ThreadPool pool(2);
+//   pool.ParallelFor(rows, /*grain=*/16, [&](int64_t begin, int64_t end) { ... });
+//
+// Thread safety: Run/ParallelFor must be called from one thread at a time (the owner); jobs
+// must not call back into the same pool.
+#ifndef SHARDSERVE_COMMON_THREAD_POOL_H_
+#define SHARDSERVE_COMMON_THREAD_POOL_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace shardserve {
+
+class ThreadPool {
+ public:
+  // REQUIRES: num_threads >= 1.
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Runs fn(thread_idx, num_threads) once on every thread of the pool (the caller is thread 0)
+  // and returns when all calls have returned.
+  void Run(const std::function<void(int thread_idx, int num_threads)>& fn);
+
+  // Splits [0, n) into at most num_threads contiguous ranges whose sizes are multiples of
+  // `grain` (except the last) and calls fn(begin, end) for each non-empty range.
+  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+  // The default thread count: the number of CPUs this process may run on.
+  static int DefaultThreads();
+
+ private:
+  void WorkerLoop(int thread_idx);
+
+  const int num_threads_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int, int)>* job_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<int> sleepers_{0};
+};
+
+}  // namespace shardserve
+
+#endif  // SHARDSERVE_COMMON_THREAD_POOL_H_
