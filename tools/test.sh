@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs dependencies, builds, runs every Bazel test (with the
+# default model available to the tests that use it), then a short fuzzing run of the parsers.
+# Ends with one line "N passed, N failed".
+#
+#   tools/test.sh                 # everything
+#   FUZZ_SECONDS=0 tools/test.sh  # skip the fuzzing run
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+model="$(tools/fetch_default_model.sh)"
+
+log="$(mktemp)"
+bazel test //... --test_env=SHARDSERVE_TEST_GGUF="$model" --test_output=errors "$@" 2>&1 | tee "$log"
+bazel_rc=${PIPESTATUS[0]}
+
+passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
+failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log")
+if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a build failure outside any test
+
+fuzz_seconds="${FUZZ_SECONDS:-15}"
+if [[ "$fuzz_seconds" != "0" && -x tests/fuzz/run_fuzzers.sh ]]; then
+  if tests/fuzz/run_fuzzers.sh "$fuzz_seconds"; then
+    passed=$((passed + 1))
+  else
+    echo "fuzzing found a failure" >&2
+    failed=$((failed + 1))
+  fi
+fi
+rm -f "$log"
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
