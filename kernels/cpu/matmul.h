@@ -1,0 +1,49 @@
+// Matrix multiplication against a weight matrix in any supported GGUF type: the linear layers
+// of a model on CPU.
+//
+//   y[m, n] = x[m, k] . w[n, k]^T
+//
+// x and y are F32; w is F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K or Q6_K, used in place (a tensor
+// mapped from a GGUF file, or a row slice of one through row_stride_bytes). x and y rows may be
+// strided too. Two strategies, picked by m:
+//   - few rows (decode): x is quantized once to the weight type's activation format
+//     (vec_dot.h) and the n output columns are split over the pool, each weight row streamed once
+//     for all x rows; integer dot products, as llama.cpp computes them.
+//   - many rows (prefill): tiles of w are dequantized to F32 and multiplied with OpenBLAS sgemm,
+//     each pool thread owning a range of output columns.
+//
+//   ThreadPool pool(2);
+//   RETURN_IF_ERROR(MatMul(x, w, y, &pool));
+//
+// Thread safety: MatMul may run concurrently on different pools; it sets OpenBLAS to one thread
+// per call (parallelism comes from `pool`).
+#ifndef SHARDSERVE_KERNELS_CPU_MATMUL_H_
+#define SHARDSERVE_KERNELS_CPU_MATMUL_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "common/thread_pool.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/tensor.h"
+
+namespace shardserve::cpu {
+
+// x: [m, k] F32 (or any rank whose last dimension is k; leading dimensions are flattened),
+// w: [n, k], y: [m, n] F32 (same flattening). Rows of each may be strided.
+// pool may be null (runs on the calling thread). Returns InvalidArgument for mismatched shapes,
+// unsupported dtypes or non-CPU tensors. y must not overlap x or w.
+absl::Status MatMul(const TensorView& x, const TensorView& w, const TensorView& y,
+                    ThreadPool* pool);
+
+// Tuning knobs and an explicit kernel level, for tests and benchmarks.
+struct MatMulOptions {
+  Isa isa = Isa::kScalar;      // REQUIRES: <= MaxSupportedIsa()
+  int64_t max_decode_rows = -1;  // m at or below this uses the integer path; -1: default
+};
+absl::Status MatMulWithOptions(const TensorView& x, const TensorView& w, const TensorView& y,
+                               ThreadPool* pool, const MatMulOptions& options);
+
+}  // namespace shardserve::cpu
+
+#endif  // SHARDSERVE_KERNELS_CPU_MATMUL_H_

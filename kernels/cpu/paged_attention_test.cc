@@ -1,0 +1,223 @@
+#include "kernels/cpu/paged_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace shardserve::cpu {
+namespace {
+
+struct Seq {
+  int qo_len;
+  int kv_len;
+};
+
+struct Case {
+  int num_heads;
+  int num_kv_heads;
+  int head_dim;
+  int block_size;
+  std::vector<Seq> seqs;
+  int sliding_window = 0;
+  int threads = 1;
+};
+
+std::vector<float> Random(size_t n, std::mt19937& gen, float scale) {
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+// Runs one case through WriteKv + PagedAttention and compares with dense causal attention in
+// double on the same keys and values.
+void RunCase(const Case& c, uint32_t seed) {
+  std::mt19937 gen(seed);
+  const int num_seqs = c.seqs.size();
+  const int64_t row = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+
+  // Fragmented cache: blocks handed out from a shuffled pool with spare blocks in between.
+  int total_blocks = 0;
+  for (const Seq& s : c.seqs) total_blocks += (s.kv_len + c.block_size - 1) / c.block_size;
+  const int num_blocks = total_blocks * 2 + 3;
+  std::vector<int32_t> pool_ids(num_blocks);
+  std::iota(pool_ids.begin(), pool_ids.end(), 0);
+  std::shuffle(pool_ids.begin(), pool_ids.end(), gen);
+
+  // Unused slots hold NaN: reading one would poison the output.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> k_cache(num_blocks * c.block_size * row, nan);
+  std::vector<float> v_cache(k_cache.size(), nan);
+  PagedKvCache cache{k_cache.data(), v_cache.data(), num_blocks, c.block_size, c.num_kv_heads,
+                     c.head_dim};
+
+  std::vector<int32_t> qo_indptr = {0}, kv_indptr = {0}, kv_indices, kv_lens;
+  std::vector<std::vector<float>> dense_k(num_seqs), dense_v(num_seqs);
+  int next_block = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    const Seq& seq = c.seqs[s];
+    const int blocks = (seq.kv_len + c.block_size - 1) / c.block_size;
+    for (int b = 0; b < blocks; ++b) kv_indices.push_back(pool_ids[next_block++]);
+    qo_indptr.push_back(qo_indptr.back() + seq.qo_len);
+    kv_indptr.push_back(kv_indptr.back() + blocks);
+    kv_lens.push_back(seq.kv_len);
+    dense_k[s] = Random(seq.kv_len * row, gen, 1.0f);
+    dense_v[s] = Random(seq.kv_len * row, gen, 1.0f);
+    std::vector<int64_t> slots(seq.kv_len);
+    for (int p = 0; p < seq.kv_len; ++p) {
+      slots[p] = static_cast<int64_t>(kv_indices[kv_indptr[s] + p / c.block_size]) * c.block_size +
+                 p % c.block_size;
+    }
+    WriteKv(dense_k[s].data(), dense_v[s].data(), slots.data(), seq.kv_len, cache);
+  }
+
+  const int num_tokens = qo_indptr.back();
+  const int64_t q_row = static_cast<int64_t>(c.num_heads) * c.head_dim;
+  const auto q = Random(num_tokens * q_row, gen, 3.0f);
+  std::vector<float> out(q.size(), nan);
+
+  PagedAttentionParams params;
+  params.num_seqs = num_seqs;
+  params.qo_indptr = qo_indptr.data();
+  params.kv_indptr = kv_indptr.data();
+  params.kv_indices = kv_indices.data();
+  params.kv_lens = kv_lens.data();
+  params.num_heads = c.num_heads;
+  params.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  params.sliding_window = c.sliding_window;
+  ThreadPool thread_pool(c.threads);
+  PagedAttention(q.data(), cache, params, out.data(), &thread_pool);
+
+  const int group = c.num_heads / c.num_kv_heads;
+  std::vector<double> scores, want(c.head_dim);
+  for (int s = 0; s < num_seqs; ++s) {
+    const Seq& seq = c.seqs[s];
+    for (int i = 0; i < seq.qo_len; ++i) {
+      const int pos = seq.kv_len - seq.qo_len + i;
+      const int first = c.sliding_window > 0 ? std::max(0, pos - c.sliding_window + 1) : 0;
+      for (int h = 0; h < c.num_heads; ++h) {
+        const int kvh = h / group;
+        const float* qv = q.data() + (qo_indptr[s] + i) * q_row + h * c.head_dim;
+        scores.assign(pos + 1 - first, 0.0);
+        double max = -std::numeric_limits<double>::infinity();
+        for (int j = first; j <= pos; ++j) {
+          const float* kv = dense_k[s].data() + j * row + kvh * c.head_dim;
+          double dot = 0.0;
+          for (int d = 0; d < c.head_dim; ++d) dot += static_cast<double>(qv[d]) * kv[d];
+          scores[j - first] = dot / std::sqrt(static_cast<double>(c.head_dim));
+          max = std::max(max, scores[j - first]);
+        }
+        double sum = 0.0;
+        for (double& x : scores) sum += (x = std::exp(x - max));
+        std::fill(want.begin(), want.end(), 0.0);
+        for (int j = first; j <= pos; ++j) {
+          const float* vv = dense_v[s].data() + j * row + kvh * c.head_dim;
+          for (int d = 0; d < c.head_dim; ++d) want[d] += scores[j - first] / sum * vv[d];
+        }
+        const float* got = out.data() + (qo_indptr[s] + i) * q_row + h * c.head_dim;
+        for (int d = 0; d < c.head_dim; ++d) {
+          ASSERT_NEAR(got[d], want[d], 2e-5)
+              << "seq " << s << " query " << i << " head " << h << " dim " << d;
+        }
+      }
+    }
+  }
+}
+
+TEST(PagedAttentionTest, DecodeGqa3) {
+  printf("ENV_ISA=%s\n", getenv("SHARDSERVE_ISA") ? getenv("SHARDSERVE_ISA") : "unset");
+  Case c{9, 3, 64, 16, {{1, 1}, {1, 17}, {1, 300}, {1, 1000}}};
+  RunCase(c, 1);
+  c.threads = 3;
+  RunCase(c, 2);
+}
+
+TEST(PagedAttentionTest, PrefillGqa4) {
+  for (int block_size : {1, 16}) {
+    Case c{8, 2, 128, block_size, {{1, 1}, {5, 5}, {100, 100}, {257, 257}}};
+    RunCase(c, 3);
+    c.threads = 2;
+    RunCase(c, 4);
+  }
+}
+
+TEST(PagedAttentionTest, ChunkedPrefillMha) {
+  Case c{4, 4, 64, 16, {{37, 300}, {129, 193}, {2, 64}}};
+  RunCase(c, 5);
+  c.block_size = 1;
+  c.threads = 3;
+  RunCase(c, 6);
+}
+
+TEST(PagedAttentionTest, MixedBatch) {
+  // Decode steps, a fresh prompt, a prompt chunk after a cached prefix, and a sequence with no
+  // query rows this step, in one batch.
+  Case c{12, 4, 64, 16, {{1, 700}, {60, 60}, {1, 3}, {0, 40}, {33, 90}, {1, 64}}};
+  RunCase(c, 7);
+  c.threads = 3;
+  RunCase(c, 8);
+}
+
+TEST(PagedAttentionTest, LongDecodeSplitOverThreads) {
+  // One or two sequences, many threads: the KV range is split and merged.
+  Case one{9, 3, 64, 16, {{1, 5000}}, 0, 4};
+  RunCase(one, 9);
+  Case two{8, 1, 128, 16, {{1, 3000}, {1, 1200}}, 0, 3};
+  RunCase(two, 10);
+  Case prefill{4, 2, 64, 16, {{300, 2000}}, 0, 4};
+  RunCase(prefill, 11);
+}
+
+TEST(PagedAttentionTest, SlidingWindow) {
+  Case c{8, 2, 64, 16, {{1, 500}, {200, 200}, {70, 400}, {1, 20}}, 50};
+  RunCase(c, 12);
+  c.threads = 3;
+  RunCase(c, 13);
+  Case long_decode{4, 4, 64, 16, {{1, 3000}}, 1000, 4};
+  RunCase(long_decode, 14);
+}
+
+TEST(PagedAttentionTest, HeadDimNotMultipleOfEight) {
+  Case c{6, 2, 20, 16, {{1, 100}, {40, 50}}};
+  RunCase(c, 15);
+}
+
+TEST(PagedAttentionTest, WriteKvPlacesRowsInSlots) {
+  const int num_blocks = 4, block_size = 4, kv_heads = 2, head_dim = 8;
+  const int64_t row = kv_heads * head_dim;
+  std::vector<float> k_cache(num_blocks * block_size * row, -1.0f);
+  std::vector<float> v_cache(k_cache.size(), -1.0f);
+  PagedKvCache cache{k_cache.data(), v_cache.data(), num_blocks, block_size, kv_heads, head_dim};
+  const int num_tokens = 4;
+  std::vector<float> k(num_tokens * row), v(num_tokens * row);
+  for (int64_t i = 0; i < num_tokens * row; ++i) {
+    k[i] = static_cast<float>(i);
+    v[i] = static_cast<float>(1000 + i);
+  }
+  // Token 2 is padding.
+  const std::vector<int64_t> slots = {13, 2, -1, 7};
+  WriteKv(k.data(), v.data(), slots.data(), num_tokens, cache);
+  for (int64_t slot = 0; slot < num_blocks * block_size; ++slot) {
+    const auto it = std::find(slots.begin(), slots.end(), slot);
+    for (int64_t e = 0; e < row; ++e) {
+      if (it == slots.end()) {
+        ASSERT_EQ(k_cache[slot * row + e], -1.0f);
+        ASSERT_EQ(v_cache[slot * row + e], -1.0f);
+      } else {
+        const int64_t t = it - slots.begin();
+        // Block slot / block_size, offset slot % block_size, then [kv_head, head_dim].
+        const int64_t at = ((slot / block_size) * block_size + slot % block_size) * row + e;
+        ASSERT_EQ(k_cache[at], k[t * row + e]);
+        ASSERT_EQ(v_cache[at], v[t * row + e]);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace shardserve::cpu

@@ -1,0 +1,44 @@
+// Small AVX2 helpers shared by the AVX2 kernels. Include only from files compiled with
+// -mavx2 -mfma -mf16c.
+//
+// NOTES: the helpers are `static` so each translation unit keeps its own copy. An ordinary
+// inline function compiled with AVX2 flags is a weak symbol the linker may pick for callers in
+// baseline code too, which would then fault on CPUs without AVX2.
+#ifndef SHARDSERVE_KERNELS_CPU_SIMD_AVX2_H_
+#define SHARDSERVE_KERNELS_CPU_SIMD_AVX2_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace shardserve::cpu::internal {
+
+static inline uint32_t LoadU32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+static inline float HalfToFloat(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof(h));
+  return _cvtsh_ss(h);
+}
+
+static inline float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// [sum(a), sum(b), sum(c), sum(d)].
+static inline __m128 HorizontalSum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+}  // namespace shardserve::cpu::internal
+
+#endif  // SHARDSERVE_KERNELS_CPU_SIMD_AVX2_H_

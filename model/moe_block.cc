@@ -1,0 +1,90 @@
+#include "model/moe_block.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/status_macros.h"
+
+namespace shardserve {
+namespace {
+
+TensorView F32(float* data, int64_t rows, int64_t cols) {
+  return TensorView::Cpu(data, DType::kF32, {rows, cols});
+}
+
+}  // namespace
+
+absl::Status MoeBlock::RunExpert(const OpContext& ctx, const ExpertWeights& e,
+                                 const TensorView& x, int64_t inter, const TensorView& out) {
+  const int64_t n = x.dim(0);
+  if (static_cast<int64_t>(gate_.size()) < n * inter) {
+    gate_.resize(n * inter);
+    up_.resize(n * inter);
+  }
+  const TensorView gate = F32(gate_.data(), n, inter);
+  const TensorView up = F32(up_.data(), n, inter);
+  RETURN_IF_ERROR(ops::MatMul(ctx, x, e.gate, gate));
+  RETURN_IF_ERROR(ops::MatMul(ctx, x, e.up, up));
+  RETURN_IF_ERROR(ops::SwiGlu(ctx, gate, up, gate));
+  return ops::MatMul(ctx, gate, e.down, out);
+}
+
+absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
+                               const TensorView& residual) {
+  const ModelConfig& c = config_;
+  const int64_t n = x.dim(0);
+  const int64_t h = c.hidden_size;
+  const int64_t num_experts = c.num_experts;
+  const int64_t k = c.num_experts_per_tok;
+  router_logits_.resize(n * num_experts);
+  expert_ids_.resize(n * k);
+  expert_weights_.resize(n * k);
+  RETURN_IF_ERROR(ops::MatMul(ctx, x, w.router, F32(router_logits_.data(), n, num_experts)));
+  RETURN_IF_ERROR(ops::MoeTopK(ctx, F32(router_logits_.data(), n, num_experts), k,
+                               c.norm_topk_prob,
+                               TensorView::Cpu(expert_ids_.data(), DType::kI32, {n, k}),
+                               F32(expert_weights_.data(), n, k)));
+  float* res = residual.ptr<float>();
+  for (int64_t e = 0; e < num_experts; ++e) {
+    rows_.clear();
+    row_weights_.clear();
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t j = 0; j < k; ++j) {
+        if (expert_ids_[t * k + j] == e) {
+          rows_.push_back(static_cast<int32_t>(t));
+          row_weights_.push_back(expert_weights_[t * k + j]);
+        }
+      }
+    }
+    const int64_t m = static_cast<int64_t>(rows_.size());
+    if (m == 0) continue;
+    gathered_.resize(m * h);
+    out_.resize(m * h);
+    for (int64_t i = 0; i < m; ++i) {
+      std::copy_n(x.row<const float>(rows_[i]), h, gathered_.data() + i * h);
+    }
+    RETURN_IF_ERROR(RunExpert(ctx, w.experts[e], F32(gathered_.data(), m, h),
+                              c.moe_intermediate_size, F32(out_.data(), m, h)));
+    for (int64_t i = 0; i < m; ++i) {
+      float* dst = res + rows_[i] * h;
+      const float* src = out_.data() + i * h;
+      const float wgt = row_weights_[i];
+      for (int64_t j = 0; j < h; ++j) dst[j] += wgt * src[j];
+    }
+  }
+  if (w.shared_expert.gate.data == nullptr) return absl::OkStatus();
+  out_.resize(n * h);
+  shared_gate_.resize(n);
+  RETURN_IF_ERROR(RunExpert(ctx, w.shared_expert, x, c.shared_expert_intermediate_size,
+                            F32(out_.data(), n, h)));
+  RETURN_IF_ERROR(ops::MatMul(ctx, x, w.shared_expert_gate, F32(shared_gate_.data(), n, 1)));
+  for (int64_t t = 0; t < n; ++t) {
+    const float g = 1.0f / (1.0f + std::exp(-shared_gate_[t]));
+    float* dst = res + t * h;
+    const float* src = out_.data() + t * h;
+    for (int64_t j = 0; j < h; ++j) dst[j] += g * src[j];
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace shardserve

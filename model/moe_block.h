@@ -1,0 +1,47 @@
+// The mixture-of-experts MLP of a decoder layer: a softmax router picks the top-k experts of
+// each token, each expert runs a SwiGLU MLP over the tokens routed to it (grouped, so an
+// expert's weights are read once per step), and the weighted outputs are added to the residual.
+// Qwen2-MoE adds a shared expert scaled by sigmoid(x . shared_expert_gate).
+//
+// Owns its scratch buffers, so Forward is not thread-safe.
+#ifndef SHARDSERVE_MODEL_MOE_BLOCK_H_
+#define SHARDSERVE_MODEL_MOE_BLOCK_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/ops.h"
+#include "model/layer_weights.h"
+#include "model/model_config.h"
+
+namespace shardserve {
+
+class MoeBlock {
+ public:
+  explicit MoeBlock(const ModelConfig& config) : config_(config) {}
+
+  // residual[t, :] += MoE(x[t, :]) for every token t. x, residual: [num_tokens, hidden] F32.
+  absl::Status Forward(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
+                       const TensorView& residual);
+
+ private:
+  absl::Status RunExpert(const OpContext& ctx, const ExpertWeights& e, const TensorView& x,
+                         int64_t inter, const TensorView& out);
+
+  const ModelConfig config_;
+  std::vector<float> router_logits_;  // [num_tokens, num_experts]
+  std::vector<int32_t> expert_ids_;   // [num_tokens, k]
+  std::vector<float> expert_weights_; // [num_tokens, k]
+  std::vector<int32_t> rows_;         // token rows routed to the current expert
+  std::vector<float> row_weights_;    // their router weights
+  std::vector<float> gathered_;       // [rows, hidden]
+  std::vector<float> gate_;           // [rows, inter]
+  std::vector<float> up_;             // [rows, inter]
+  std::vector<float> out_;            // [rows, hidden]
+  std::vector<float> shared_gate_;    // [num_tokens, 1]
+};
+
+}  // namespace shardserve
+
+#endif  // SHARDSERVE_MODEL_MOE_BLOCK_H_

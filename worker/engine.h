@@ -1,0 +1,91 @@
+// One rank's inference engine in a single process: the decoder, its paged KV cache, the block
+// bookkeeping and the sampler. `shardserve run` drives it directly; a group leader's scheduler
+// drives its Step() with batches of many sequences.
+//
+//   ASSIGN_OR_RETURN(auto engine, Engine::Create(weights.get(), EngineOptions{}));
+//   ASSIGN_OR_RETURN(GenerationResult r,
+//                    engine->Generate(prompt_ids, params, [&](int32_t token) { return true; }));
+//
+// Thread safety: not thread-safe; one caller at a time.
+#ifndef SHARDSERVE_WORKER_ENGINE_H_
+#define SHARDSERVE_WORKER_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/thread_pool.h"
+#include "model/decoder.h"
+#include "model/weight_source.h"
+#include "worker/block_allocator.h"
+#include "worker/kv_cache.h"
+#include "worker/sampler.h"
+#include "worker/sampling_params.h"
+
+namespace shardserve {
+
+struct EngineOptions {
+  int num_threads = 0;                         // 0: every CPU this process may use
+  int64_t kv_cache_bytes = int64_t{256} << 20;  // K and V of all layers
+  int64_t block_size = 16;                     // tokens per KV block
+  int64_t max_num_batched_tokens = 512;        // prefill chunk size (tokens per step)
+};
+
+struct GenerationResult {
+  std::vector<int32_t> token_ids;  // generated tokens
+  std::vector<SampleResult> samples;  // per token (logprobs when requested)
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose KV came from the prefix cache
+  double prefill_seconds = 0;  // prompt processing until the first token is sampled
+  double decode_seconds = 0;   // the remaining tokens
+};
+
+class Engine {
+ public:
+  // REQUIRES: weights outlives the engine.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const WeightSource* weights,
+                                                        const EngineOptions& options);
+
+  const ModelConfig& config() const { return decoder_->config(); }
+  const Decoder& decoder() const { return *decoder_; }
+  int num_threads() const { return pool_->num_threads(); }
+  int64_t max_context_tokens() const;
+
+  // Generates for one prompt: chunked prefill, then decode until params.max_tokens tokens or
+  // until `on_token` (called after each token is sampled) returns false. The caller applies
+  // stop conditions (EOS, stop ids, stop strings) in `on_token`. Frees the KV blocks on return.
+  // INVALID_ARGUMENT for an empty prompt, ids outside the vocabulary, bad params, or a prompt
+  // plus max_tokens longer than the context window; RESOURCE_EXHAUSTED when the KV cache is
+  // too small.
+  absl::StatusOr<GenerationResult> Generate(absl::Span<const int32_t> prompt,
+                                            const SamplingParams& params,
+                                            const std::function<bool(int32_t token)>& on_token);
+
+  // Runs the decoder over `tokens` appended to sequence `seq_id` (whose KV blocks must already
+  // cover them) and writes the last token's logits into `logits` [vocab_size].
+  absl::Status Extend(int64_t seq_id, absl::Span<const int32_t> tokens, int64_t start_position,
+                      float* logits);
+
+ private:
+  Engine() = default;
+
+  EngineOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Decoder> decoder_;
+  std::unique_ptr<KvCache> kv_cache_;
+  std::unique_ptr<BlockAllocator> blocks_;
+  std::unique_ptr<Sampler> sampler_;
+  int64_t next_seq_id_ = 1;
+
+  // Per-step metadata buffers.
+  std::vector<int32_t> positions_;
+  std::vector<int64_t> slots_;
+  std::vector<int32_t> qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, logits_rows_;
+};
+
+}  // namespace shardserve
+
+#endif  // SHARDSERVE_WORKER_ENGINE_H_
