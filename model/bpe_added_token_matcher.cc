@@ -71,9 +71,9 @@ absl::StatusOr<std::unique_ptr<AddedTokenMatcher>> AddedTokenMatcher::Create(
       if (next < 0) {
         next = static_cast<int32_t>(matcher->nodes_.size());
         auto& children = matcher->nodes_[node].children;
-        children.insert(std::lower_bound(children.begin(), children.end(),
-                                         std::make_pair(byte, int32_t{-1})),
-                        {byte, next});
+        children.insert(
+            std::lower_bound(children.begin(), children.end(), std::make_pair(byte, int32_t{-1})),
+            {byte, next});
         matcher->nodes_.emplace_back();
       }
       node = next;
@@ -88,8 +88,8 @@ absl::StatusOr<std::unique_ptr<AddedTokenMatcher>> AddedTokenMatcher::Create(
     OnigErrorInfo error_info;
     regex_t* regex = nullptr;
     const auto* pattern = reinterpret_cast<const OnigUChar*>(kWord);
-    if (onig_new(&regex, pattern, pattern + sizeof(kWord) - 1, ONIG_OPTION_NONE,
-                 ONIG_ENCODING_UTF8, ONIG_SYNTAX_RUBY, &error_info) != ONIG_NORMAL) {
+    if (onig_new(&regex, pattern, pattern + sizeof(kWord) - 1, ONIG_OPTION_NONE, ONIG_ENCODING_UTF8,
+                 ONIG_SYNTAX_RUBY, &error_info) != ONIG_NORMAL) {
       return absl::InternalError("cannot compile the word-character pattern");
     }
     matcher->word_regex_ = regex;
@@ -110,8 +110,8 @@ int32_t AddedTokenMatcher::Child(int32_t node, uint8_t byte) const {
 bool AddedTokenMatcher::IsWordChar(absl::string_view character) const {
   const auto* str = reinterpret_cast<const OnigUChar*>(character.data());
   const OnigUChar* end = str + character.size();
-  return onig_match(static_cast<regex_t*>(word_regex_), str, end, str, nullptr,
-                    ONIG_OPTION_NONE) > 0;
+  return onig_match(static_cast<regex_t*>(word_regex_), str, end, str, nullptr, ONIG_OPTION_NONE) >
+         0;
 }
 
 void AddedTokenMatcher::Split(absl::string_view text, bool allow_special,
@@ -150,8 +150,8 @@ void AddedTokenMatcher::Split(absl::string_view text, bool allow_special,
     pos = best_end;
     if (token.special && !allow_special) continue;
     if (token.single_word) {
-      const bool word_before = start > 0 && IsWordChar(text.substr(LastCharStart(
-                                                 text.substr(0, start))));
+      const bool word_before =
+          start > 0 && IsWordChar(text.substr(LastCharStart(text.substr(0, start))));
       const bool word_after = stop < text.size() && IsWordChar(text.substr(stop));
       if (word_before || word_after) continue;
     }

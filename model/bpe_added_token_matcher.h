@@ -14,10 +14,10 @@
 #include <bitset>
 #include <cstdint>
 #include <memory>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/tokenizer_spec.h"
 
 namespace shardserve {

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/hash/hash.h"
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/bpe_byte_level.h"

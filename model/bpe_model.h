@@ -19,12 +19,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace shardserve {
@@ -86,10 +86,10 @@ class BpeModel {
   const Merge* FindMerge(int32_t left, int32_t right) const;
 
   BpeModelOptions options_;
-  absl::flat_hash_map<std::string, int32_t> vocab_;   // byte-level token -> id
+  absl::flat_hash_map<std::string, int32_t> vocab_;     // byte-level token -> id
   absl::flat_hash_map<std::string, int32_t> by_bytes_;  // raw bytes of a token -> id
-  std::array<int32_t, 256> byte_ids_;                 // id of each single byte, or -1
-  absl::flat_hash_map<uint64_t, Merge> merges_;       // (left id, right id) -> merge
+  std::array<int32_t, 256> byte_ids_;                   // id of each single byte, or -1
+  absl::flat_hash_map<uint64_t, Merge> merges_;         // (left id, right id) -> merge
   mutable std::array<CacheShard, kCacheShards> cache_;  // piece bytes -> ids
 };
 

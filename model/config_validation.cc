@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -18,6 +19,13 @@ constexpr int64_t kMaxExperts = 4096;
 constexpr int64_t kMaxPositions = int64_t{1} << 26;
 
 }  // namespace
+
+float DoubleToFloat(double v) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  if (v > kMax) return std::numeric_limits<float>::infinity();
+  if (v < -kMax) return -std::numeric_limits<float>::infinity();
+  return static_cast<float>(v);  // in range, or NaN, which converts to NaN
+}
 
 std::string ArchitectureName(Architecture arch) {
   switch (arch) {
@@ -62,16 +70,16 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
     return error("rms_norm_eps ", c.rms_norm_eps, " is not in (0, 1)");
   }
   if (!(c.rope_theta > 0.0f) || !std::isfinite(c.rope_theta)) {
-    return error("rope_theta ", c.rope_theta, " is not positive");
+    return error("rope_theta ", c.rope_theta, " is not a positive finite number");
   }
   const RopeScaling& rs = c.rope_scaling;
   if (rs.type != RopeScaling::Type::kNone) {
     if (!(rs.factor > 0.0f) || !std::isfinite(rs.factor)) {
-      return error("rope_scaling factor ", rs.factor, " is not positive");
+      return error("rope_scaling factor ", rs.factor, " is not a positive finite number");
     }
     if (rs.type == RopeScaling::Type::kLlama3 &&
         (!(rs.low_freq_factor > 0.0f) || !(rs.high_freq_factor > rs.low_freq_factor) ||
-         rs.original_max_position <= 0)) {
+         !std::isfinite(rs.high_freq_factor) || rs.original_max_position <= 0)) {
       return error("llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and a "
                    "positive original_max_position_embeddings");
     }

@@ -16,6 +16,10 @@ namespace shardserve {
 // token ids lie inside the vocabulary. Otherwise INVALID_ARGUMENT naming `source` and the field.
 absl::Status ValidateModelConfig(const ModelConfig& config, absl::string_view source);
 
+// `v` as a float without the undefined behaviour of casting an out-of-range double: magnitudes
+// beyond float's range become infinities (which ValidateModelConfig rejects), NaN stays NaN.
+float DoubleToFloat(double v);
+
 // "llama", "mixtral", ... (lower case, for messages and logs).
 std::string ArchitectureName(Architecture arch);
 

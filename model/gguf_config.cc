@@ -72,14 +72,14 @@ absl::Status ReadRopeScaling(const GgufFile& gguf, const ArchKeys& k, ModelConfi
     }
     ASSIGN_OR_RETURN(double factor, k.Float("rope.scaling.factor"));
     rs.type = RopeScaling::Type::kLinear;
-    rs.factor = static_cast<float>(factor);
+    rs.factor = DoubleToFloat(factor);
     return absl::OkStatus();
   }
   if (k.Has("rope.scale_linear")) {  // older files
     ASSIGN_OR_RETURN(double factor, k.Float("rope.scale_linear"));
     if (factor != 1.0) {
       rs.type = RopeScaling::Type::kLinear;
-      rs.factor = static_cast<float>(factor);
+      rs.factor = DoubleToFloat(factor);
     }
   }
   return absl::OkStatus();
@@ -185,9 +185,9 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& gguf) {
         " must equal the head dimension ", c.head_dim));
   }
   ASSIGN_OR_RETURN(double eps, k.Float("attention.layer_norm_rms_epsilon"));
-  c.rms_norm_eps = static_cast<float>(eps);
+  c.rms_norm_eps = DoubleToFloat(eps);
   ASSIGN_OR_RETURN(double theta, k.Float("rope.freq_base", 10000.0));
-  c.rope_theta = static_cast<float>(theta);
+  c.rope_theta = DoubleToFloat(theta);
   c.rope_style = c.arch == Architecture::kLlama || c.arch == Architecture::kMixtral
                      ? RopeStyle::kInterleaved
                      : RopeStyle::kNeox;

@@ -1,5 +1,6 @@
 #include "model/gguf_file.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -355,20 +356,26 @@ class GgufFile::Parser {
                                                                 type_id)));
     }
     RETURN_IF_ERROR(ReadU64(&t.offset, what));
-    int64_t numel = 1;
-    for (int d = 0; d < t.ndim; ++d) {
-      if (__builtin_mul_overflow(numel, t.shape[d], &numel)) {
-        return Error(absl::StrCat(what, ": element count overflows"));
-      }
-    }
     const int64_t block = BlockSize(t.dtype);
     if (t.shape[t.ndim - 1] % block != 0) {
       return Error(absl::StrCat(what, ": row of ", t.shape[t.ndim - 1], " elements is not a ",
                                 "multiple of the ", DTypeName(t.dtype), " block size ", block));
     }
-    if (__builtin_mul_overflow(numel / block, BlockBytes(t.dtype), &t.nbytes)) {
+    // Zero dimensions count as one here, so that no partial product a user of the view may
+    // form (a row's bytes, rows times stride) can overflow even when the tensor is empty.
+    int64_t numel = 1;
+    bool empty = false;
+    for (int d = 0; d < t.ndim; ++d) {
+      empty = empty || t.shape[d] == 0;
+      if (__builtin_mul_overflow(numel, std::max<int64_t>(t.shape[d], 1), &numel)) {
+        return Error(absl::StrCat(what, ": element count overflows"));
+      }
+    }
+    const int64_t blocks = t.shape[t.ndim - 1] == 0 ? numel : numel / block;
+    if (__builtin_mul_overflow(blocks, BlockBytes(t.dtype), &t.nbytes)) {
       return Error(absl::StrCat(what, ": byte size overflows"));
     }
+    if (empty) t.nbytes = 0;
     if (!f_->tensor_index_.emplace(t.name, f_->tensors_.size()).second) {
       return Error(absl::StrCat("duplicate tensor name '", t.name, "'"));
     }

@@ -133,11 +133,12 @@ TEST(GgufFileTest, TensorShapesAreOutermostFirst) {
   b.AddTensor("norm.weight", DType::kF32, {64});
   b.AddTensor("cube", DType::kF16, {2, 3, 4});
   b.AddTensor("k4", DType::kQ4_K, {3, 256});
+  b.AddTensor("none", DType::kQ8_0, {0, 64});
   const std::vector<uint8_t> bytes = b.Build();
   auto f = ParseBytes(bytes);
   ASSERT_TRUE(f.ok()) << f.status();
   const GgufFile& g = **f;
-  ASSERT_EQ(g.tensors().size(), 4u);
+  ASSERT_EQ(g.tensors().size(), 5u);
   EXPECT_EQ(g.alignment(), 32u);
   EXPECT_EQ(g.data_offset() % 32, 0u);
 
@@ -160,6 +161,7 @@ TEST(GgufFileTest, TensorShapesAreOutermostFirst) {
   EXPECT_EQ(g.FindTensor("k4")->nbytes, 3 * 144);
   EXPECT_EQ(g.FindTensor("norm.weight")->view().ShapeString(), "[64]");
   EXPECT_EQ(g.FindTensor("nope"), nullptr);
+  EXPECT_EQ(g.FindTensor("none")->nbytes, 0);
   for (const GgufTensorInfo& t : g.tensors()) EXPECT_EQ(t.offset % 32, 0u) << t.name;
 }
 
@@ -256,6 +258,9 @@ TEST(GgufFileTest, RejectsBadTensorInfos) {
                  {"'t'", "too large"});
   ExpectRejected(GgufBuilder().AddRawTensor("t", {1ull << 61, 2}, 0, {}).Build(),
                  {"'t'", "byte size overflows"});
+  // Empty, but a row of 2^62 halves would overflow any byte arithmetic on the view.
+  ExpectRejected(GgufBuilder().AddRawTensor("t", {1ull << 62, 0}, 1, {}).Build(),
+                 {"'t'", "overflows"});
   ExpectRejected(GgufBuilder().AddRawTensor("t", {48, 2}, 8, std::vector<uint8_t>(102)).Build(),
                  {"'t'", "not a multiple of the q8_0 block size 32"});
   ExpectRejected(GgufBuilder().AddRawTensor("t", {8}, 0, f32x4).Build(),

@@ -154,7 +154,7 @@ absl::Status ReadRope(const Fields& f, Architecture arch, ModelConfig* c) {
     }
     if (scaling == nullptr) scaling = params;
   }
-  c->rope_theta = static_cast<float>(theta);
+  c->rope_theta = DoubleToFloat(theta);
   if (scaling == nullptr) return absl::OkStatus();
   if (!scaling->is_object()) return f.Error("'rope_scaling' is not an object");
 
@@ -166,7 +166,7 @@ absl::Status ReadRope(const Fields& f, Architecture arch, ModelConfig* c) {
   if (type == "default") return absl::OkStatus();
   RopeScaling& rs = c->rope_scaling;
   ASSIGN_OR_RETURN(double factor, s.Float("factor"));
-  rs.factor = static_cast<float>(factor);
+  rs.factor = DoubleToFloat(factor);
   if (type == "linear") {
     rs.type = RopeScaling::Type::kLinear;
     return absl::OkStatus();
@@ -176,8 +176,8 @@ absl::Status ReadRope(const Fields& f, Architecture arch, ModelConfig* c) {
     ASSIGN_OR_RETURN(double low, s.Float("low_freq_factor", 1.0));
     ASSIGN_OR_RETURN(double high, s.Float("high_freq_factor", 4.0));
     ASSIGN_OR_RETURN(rs.original_max_position, s.Int("original_max_position_embeddings", 8192));
-    rs.low_freq_factor = static_cast<float>(low);
-    rs.high_freq_factor = static_cast<float>(high);
+    rs.low_freq_factor = DoubleToFloat(low);
+    rs.high_freq_factor = DoubleToFloat(high);
     return absl::OkStatus();
   }
   return f.Error(absl::StrCat("unsupported rope_scaling type '", type,
@@ -275,7 +275,7 @@ absl::StatusOr<ModelConfig> ParseObject(const Json& root, const std::string& sou
   ASSIGN_OR_RETURN(c.max_position_embeddings,
                    f.Int("max_position_embeddings", default_positions));
   ASSIGN_OR_RETURN(double eps, f.Float("rms_norm_eps", default_eps));
-  c.rms_norm_eps = static_cast<float>(eps);
+  c.rms_norm_eps = DoubleToFloat(eps);
   RETURN_IF_ERROR(ReadRope(f, a, &c));
 
   // Sliding-window attention equals full attention while the context fits in the window, so

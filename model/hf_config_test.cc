@@ -276,6 +276,10 @@ TEST(HfConfigTest, RejectsUnsupportedAndInconsistentConfigs) {
               "eos_token_id 49152 is outside the vocabulary");
   ExpectError(Edit(kSmolLm2, R"("eos_token_id": 2)", R"("eos_token_id": [2, "x"])"),
               "'eos_token_id' is not an integer");
+  ExpectError(Edit(kSmolLm2, R"("rope_theta": 100000)", R"("rope_theta": 1e300)"),
+              "rope_theta inf is not a positive finite number");
+  ExpectError(Edit(kSmolLm2, R"("rms_norm_eps": 1e-05)", R"("rms_norm_eps": -1e300)"),
+              "rms_norm_eps -inf is not in (0, 1)");
   ExpectError(Edit(kSmolLm2, R"("tie_word_embeddings": true)", R"("tie_word_embeddings": 1)"),
               "'tie_word_embeddings' is not true or false");
 }

@@ -26,7 +26,7 @@ namespace jinja {
 
 struct RenderLimits {
   int max_call_depth = 100;
-  int64_t max_loop_iterations = 10'000'000;
+  int64_t max_loop_iterations = 1'000'000;
   int64_t max_output_bytes = 64 << 20;
   int max_value_depth = 256;
 };

@@ -65,20 +65,20 @@ struct PreTokenizer::CompiledSplit {
 
 absl::StatusOr<PreTokenizerConfig> PreTokenizer::ConfigForName(absl::string_view name) {
   if (name.empty() || name == "default") {
-    return Isolated({kDefaultPunctuationPattern, kDefaultGpt2Pattern, R"(\p{N}+)",
-                     "[0-9][0-9][0-9]"});
+    return Isolated(
+        {kDefaultPunctuationPattern, kDefaultGpt2Pattern, R"(\p{N}+)", "[0-9][0-9][0-9]"});
   }
   if (NameIn(name, {"gpt2", "gpt-2", "phi-2", "mpt", "olmo", "jais", "jina-es", "jina-de",
                     "jina-v2-es", "jina-v2-de", "gigachat", "roberta-bpe", "exaone4"})) {
     return Isolated({kGpt2Pattern});
   }
-  if (NameIn(name, {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
-                    "minerva-7b"})) {
+  if (NameIn(name,
+             {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"})) {
     // Digits(individual_digits=true) then ByteLevel(use_regex=true).
     return Isolated({R"(\p{N})", kGpt2Pattern});
   }
-  if (NameIn(name, {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
-                    "dbrx", "smaug-bpe", "chatglm-bpe", "glm4"})) {
+  if (NameIn(name, {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "dbrx",
+                    "smaug-bpe", "chatglm-bpe", "glm4"})) {
     return Isolated({kLlama3Pattern});
   }
   if (NameIn(name, {"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"})) {

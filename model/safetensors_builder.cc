@@ -1,5 +1,6 @@
 #include "model/safetensors_builder.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "model/test_bytes.h"
@@ -38,15 +39,21 @@ SafetensorsBuilder& SafetensorsBuilder::SetMetadata(std::map<std::string, std::s
 std::vector<uint8_t> SafetensorsBuilder::Build() const {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  // Like the safetensors library: data packed without gaps, widest dtypes first, so that every
+  // tensor stays aligned to its element size.
+  std::vector<const Tensor*> order;
+  for (const Tensor& t : tensors_) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](const Tensor* a, const Tensor* b) {
+    const size_t ea = ElementBytes(a->dtype), eb = ElementBytes(b->dtype);
+    return ea != eb ? ea > eb : a->name < b->name;
+  });
   std::vector<uint8_t> data;
-  for (const Tensor& t : tensors_) {
-    // Keep every tensor 8-byte aligned, as the safetensors library does.
-    while (data.size() % 8 != 0) data.push_back(0);
+  for (const Tensor* t : order) {
     const uint64_t begin = data.size();
-    data.insert(data.end(), t.data.begin(), t.data.end());
-    header[t.name] = {{"dtype", t.dtype},
-                      {"shape", t.shape},
-                      {"data_offsets", {begin, static_cast<uint64_t>(data.size())}}};
+    data.insert(data.end(), t->data.begin(), t->data.end());
+    header[t->name] = {{"dtype", t->dtype},
+                       {"shape", t->shape},
+                       {"data_offsets", {begin, static_cast<uint64_t>(data.size())}}};
   }
   return Assemble(header.dump(), data);
 }

@@ -115,14 +115,18 @@ absl::Status SafetensorsFile::ParseAll() {
     t.view.dtype = dtype;
     t.view.device = Device::Cpu();
     t.view.ndim = static_cast<int>(shape_it->size());
+    // Zero dimensions count as one here, so that no partial product a user of the view may
+    // form (a row's bytes, rows times stride) can overflow even when the tensor is empty.
     int64_t numel = 1;
+    bool empty = false;
     for (int d = 0; d < t.view.ndim; ++d) {
       uint64_t dim = 0;
       if (!GetUint((*shape_it)[d], &dim) || dim > static_cast<uint64_t>(INT64_MAX)) {
         return error(absl::StrCat(what, ": shape entries must be non-negative integers"));
       }
       t.view.shape[d] = static_cast<int64_t>(dim);
-      if (__builtin_mul_overflow(numel, t.view.shape[d], &numel)) {
+      empty = empty || dim == 0;
+      if (__builtin_mul_overflow(numel, std::max<int64_t>(t.view.shape[d], 1), &numel)) {
         return error(absl::StrCat(what, ": element count overflows"));
       }
     }
@@ -130,6 +134,7 @@ absl::Status SafetensorsFile::ParseAll() {
     if (__builtin_mul_overflow(numel, BlockBytes(dtype), &nbytes)) {
       return error(absl::StrCat(what, ": byte size overflows"));
     }
+    if (empty) nbytes = 0;
 
     auto offsets_it = entry.find("data_offsets");
     if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||

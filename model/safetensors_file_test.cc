@@ -131,6 +131,10 @@ TEST(SafetensorsFileTest, RejectsBadEntries) {
   ExpectHeaderRejected(
       R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4,
       "overflows");
+  // Empty, but a row of 2^62 floats would overflow any byte arithmetic on the view.
+  ExpectHeaderRejected(
+      R"({"t":{"dtype":"F32","shape":[0,4611686018427387904],"data_offsets":[0,0]}})", 4,
+      "overflows");
   ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[1]}})", 4, "data_offsets");
   ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", 4,
                        "data_offsets");

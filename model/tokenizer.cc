@@ -29,8 +29,8 @@ std::string TokenBytes(const std::string& token) {
 absl::Status CheckSpecialId(const char* what, int64_t id, size_t vocab_size,
                             const std::string& source) {
   if (id < -1 || id >= static_cast<int64_t>(vocab_size)) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", what, " id ", id,
-                                                   " is outside the vocabulary of ", vocab_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": ", what, " id ", id, " is outside the vocabulary of ", vocab_size));
   }
   return absl::OkStatus();
 }
@@ -40,8 +40,7 @@ std::vector<AddedToken> AddedTokensFromTypes(const TokenizerSpec& spec) {
   std::vector<AddedToken> added;
   for (size_t id = 0; id < spec.token_types.size(); ++id) {
     const int32_t type = spec.token_types[id];
-    if (type != kGgufTokenControl && type != kGgufTokenUnknown &&
-        type != kGgufTokenUserDefined) {
+    if (type != kGgufTokenControl && type != kGgufTokenUnknown && type != kGgufTokenUserDefined) {
       continue;
     }
     AddedToken token;
@@ -71,9 +70,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerSpec spec)
   };
   if (spec.tokens.empty()) return absl::InvalidArgumentError(source + ": empty vocabulary");
   if (!spec.token_types.empty() && spec.token_types.size() != spec.tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", spec.token_types.size(),
-                                                   " token types for ", spec.tokens.size(),
-                                                   " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": ", spec.token_types.size(), " token types for ", spec.tokens.size(), " tokens"));
   }
   const size_t vocab_size = spec.tokens.size();
   if (vocab_size > static_cast<size_t>(INT32_MAX)) {
@@ -243,11 +241,10 @@ absl::StatusOr<absl::string_view> Tokenizer::TokenToPiece(int32_t id) const {
 }
 
 int32_t Tokenizer::TokenId(absl::string_view token) const {
-  auto it = std::lower_bound(
-      added_ids_.begin(), added_ids_.end(), token,
-      [](const std::pair<std::string, int32_t>& entry, absl::string_view t) {
-        return entry.first < t;
-      });
+  auto it = std::lower_bound(added_ids_.begin(), added_ids_.end(), token,
+                             [](const std::pair<std::string, int32_t>& entry, absl::string_view t) {
+                               return entry.first < t;
+                             });
   if (it != added_ids_.end() && it->first == token) return it->second;
   return bpe_->TokenId(token);
 }

@@ -19,10 +19,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "model/tokenizer_spec.h"
 
@@ -58,8 +58,7 @@ class Tokenizer {
   // The text of `ids`: their bytes concatenated, ill-formed UTF-8 replaced by U+FFFD (as
   // Hugging Face's ByteLevel decoder does). An id outside [0, vocab_size()) or one with no token
   // fails with INVALID_ARGUMENT. `skip_special_tokens` drops special tokens.
-  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
-                                     bool skip_special_tokens) const;
+  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const;
 
   // The bytes token `id` contributes to decoded text; may be part of a UTF-8 character. Fails
   // like Decode on a bad id.
@@ -89,9 +88,9 @@ class Tokenizer {
   // Encodes text that holds no added token at all: pre-tokenizer and BPE.
   void EncodePlain(absl::string_view text, std::vector<int32_t>* ids) const;
 
-  std::vector<std::string> token_bytes_;  // [vocab_size] bytes each id decodes to
-  std::vector<bool> has_token_;           // [vocab_size]
-  std::vector<bool> special_;             // [vocab_size]
+  std::vector<std::string> token_bytes_;                    // [vocab_size] bytes each id decodes to
+  std::vector<bool> has_token_;                             // [vocab_size]
+  std::vector<bool> special_;                               // [vocab_size]
   std::vector<std::pair<std::string, int32_t>> added_ids_;  // sorted by content
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
@@ -101,7 +100,7 @@ class Tokenizer {
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<AddedTokenMatcher> raw_matcher_;         // added tokens with normalized=false
   std::unique_ptr<AddedTokenMatcher> normalized_matcher_;  // added tokens with normalized=true
-  std::unique_ptr<TokenizerNormalizer> normalizer_;         // null: no normalization
+  std::unique_ptr<TokenizerNormalizer> normalizer_;        // null: no normalization
 };
 
 }  // namespace shardserve

@@ -24,16 +24,16 @@ namespace shardserve {
 
 // The GGUF keys a byte-level BPE tokenizer needs; absent keys stay empty / nullopt.
 struct GgufTokenizerMetadata {
-  std::string model;                 // tokenizer.ggml.model
-  std::string pre;                   // tokenizer.ggml.pre
-  std::vector<std::string> tokens;   // tokenizer.ggml.tokens
-  std::vector<std::string> merges;   // tokenizer.ggml.merges
-  std::vector<int32_t> token_types;  // tokenizer.ggml.token_type
-  std::optional<int64_t> bos_id;     // tokenizer.ggml.bos_token_id
-  std::optional<int64_t> eos_id;     // tokenizer.ggml.eos_token_id
+  std::string model;                  // tokenizer.ggml.model
+  std::string pre;                    // tokenizer.ggml.pre
+  std::vector<std::string> tokens;    // tokenizer.ggml.tokens
+  std::vector<std::string> merges;    // tokenizer.ggml.merges
+  std::vector<int32_t> token_types;   // tokenizer.ggml.token_type
+  std::optional<int64_t> bos_id;      // tokenizer.ggml.bos_token_id
+  std::optional<int64_t> eos_id;      // tokenizer.ggml.eos_token_id
   std::optional<int64_t> unknown_id;  // tokenizer.ggml.unknown_token_id (unused by gpt2 models)
-  std::optional<bool> add_bos;       // tokenizer.ggml.add_bos_token
-  std::optional<bool> add_eos;       // tokenizer.ggml.add_eos_token
+  std::optional<bool> add_bos;        // tokenizer.ggml.add_bos_token
+  std::optional<bool> add_eos;        // tokenizer.ggml.add_eos_token
 };
 
 // Only tokenizer.ggml.model "gpt2" (byte-level BPE) is supported: "llama" (SentencePiece) and

@@ -1,7 +1,6 @@
 #include "model/tokenizer_hf_json.h"
 
 #include <nlohmann/json.hpp>
-
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -74,8 +73,7 @@ std::string EscapeRegex(const std::string& literal) {
   return out;
 }
 
-absl::StatusOr<PreTokenizerConfig> ParsePreTokenizer(const json* root,
-                                                     const std::string& source) {
+absl::StatusOr<PreTokenizerConfig> ParsePreTokenizer(const json* root, const std::string& source) {
   if (root == nullptr) {
     return Unsupported(source, "pre_tokenizer null: not a byte-level BPE tokenizer");
   }
@@ -162,8 +160,7 @@ absl::StatusOr<int64_t> TemplateTokenId(const json& processor, const std::string
   return (*ids)[0].get<int64_t>();
 }
 
-absl::Status ParsePostProcessor(const json* root, const std::string& source,
-                                TokenizerSpec* spec) {
+absl::Status ParsePostProcessor(const json* root, const std::string& source, TokenizerSpec* spec) {
   if (root == nullptr) return absl::OkStatus();
   for (const json* step : Flatten(*root, "processors")) {
     const std::string type = TypeOf(*step);

@@ -10,9 +10,9 @@
 
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/tokenizer_spec.h"
 
 namespace shardserve {

@@ -28,9 +28,9 @@ enum GgufTokenType : int32_t {
 // A token matched verbatim in the input before pre-tokenization (Hugging Face's AddedToken).
 struct AddedToken {
   int32_t id = -1;
-  std::string content;  // plain text (not the byte-level alphabet)
-  bool special = false;  // control token: skipped by Decode(skip_special_tokens), not matched
-                         // when Encode is told allow_special = false
+  std::string content;       // plain text (not the byte-level alphabet)
+  bool special = false;      // control token: skipped by Decode(skip_special_tokens), not matched
+                             // when Encode is told allow_special = false
   bool lstrip = false;       // also swallow the whitespace before it
   bool rstrip = false;       // also swallow the whitespace after it
   bool single_word = false;  // match only when not inside a word

@@ -195,6 +195,45 @@ TEST(TokenizerTest, SmolLm2Properties) {
   EXPECT_TRUE(tok->Encode("", true).empty());
 }
 
+TEST(TokenizerTest, ByteLevelPrefixSpace) {
+  // Expected ids: SmolLM2's tokenizer.json with its pre-tokenizer replaced by
+  // ByteLevel(add_prefix_space=True), in Hugging Face `tokenizers` 0.23. The space is added to
+  // each run of text between special tokens that does not start with one.
+  auto spec = TokenizerSpecFromHfJson(ReadFixture("smollm2_tokenizer.json"), "smollm2");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  PreTokenizerConfig config;
+  config.add_prefix_space = true;
+  config.splits.push_back({kGpt2Pattern});
+  spec->pre_tokenizer_config = config;
+  auto tok = Tokenizer::Create(*std::move(spec));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->Encode("Hello  there\n", false),
+            (std::vector<int32_t>{38699, 216, 665, 198}));
+  EXPECT_EQ((*tok)->Encode(" leading", false), (std::vector<int32_t>{2899}));
+  EXPECT_EQ((*tok)->Encode("<|im_start|>user\nhi<|im_end|>x", false),
+            (std::vector<int32_t>{1, 2914, 198, 6004, 2, 1792}));
+  EXPECT_TRUE((*tok)->Encode("", false).empty());
+}
+
+TEST(TokenizerTest, TokenizerConfigSetsBosAndEos) {
+  auto spec = TokenizerSpecFromHfJson(ReadFixture("smollm2_tokenizer.json"), "smollm2");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->eos_id, -1);
+  ASSERT_TRUE(ApplyHfTokenizerConfig(R"({"bos_token": "<|im_start|>",
+                                         "eos_token": {"content": "<|im_end|>"},
+                                         "add_bos_token": true})",
+                                     &*spec)
+                  .ok());
+  EXPECT_EQ(spec->bos_id, 1);
+  EXPECT_EQ(spec->eos_id, 2);
+  auto tok = Tokenizer::Create(*std::move(spec));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->Encode("x", true), (std::vector<int32_t>{1, 104}));
+  EXPECT_EQ((*tok)->eos_id(), 2);
+  TokenizerSpec unused;
+  EXPECT_FALSE(ApplyHfTokenizerConfig("[1, 2]", &unused).ok());
+}
+
 TEST(TokenizerTest, DecodeRejectsBadIds) {
   auto tok = LoadHf("qwen2_tiny_tokenizer.json");
   ASSERT_NE(tok, nullptr);

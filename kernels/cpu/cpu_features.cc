@@ -30,8 +30,8 @@ CpuFeatures Detect() {
   const bool f16c = Bit(ecx, 29);
   if (!osxsave || !avx) return f;
   const uint64_t xcr0 = ReadXcr0();
-  const bool ymm_state = (xcr0 & 0x6) == 0x6;          // SSE and AVX state
-  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;        // plus opmask and both ZMM halves
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;    // SSE and AVX state
+  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;  // plus opmask and both ZMM halves
   if (!ymm_state) return f;
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, eax, ebx, ecx, edx);

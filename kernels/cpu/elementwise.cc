@@ -68,8 +68,8 @@ void Scale(float* x, float scale, int64_t n, ThreadPool* pool) {
   });
 }
 
-void SigmoidGatedAdd(const float* x, const float* gate, const float* shared_out,
-                     int64_t num_tokens, int64_t hidden, float* out) {
+void SigmoidGatedAdd(const float* x, const float* gate, const float* shared_out, int64_t num_tokens,
+                     int64_t hidden, float* out) {
   for (int64_t t = 0; t < num_tokens; ++t) {
     const float* xt = x + t * hidden;
     double dot = 0.0;

@@ -25,8 +25,8 @@ void Scale(float* x, float scale, int64_t n, ThreadPool* pool = nullptr);
 //   out[t] += sigmoid(dot(x[t], gate)) * shared_out[t]
 // x, shared_out, out: [num_tokens, hidden]; gate: [hidden] (shared_expert_gate, one output).
 // The dot product is accumulated in double.
-void SigmoidGatedAdd(const float* x, const float* gate, const float* shared_out,
-                     int64_t num_tokens, int64_t hidden, float* out);
+void SigmoidGatedAdd(const float* x, const float* gate, const float* shared_out, int64_t num_tokens,
+                     int64_t hidden, float* out);
 
 // Numerically stable softmax of each row, in place. x: [rows, cols].
 void SoftmaxRows(float* x, int64_t rows, int64_t cols);

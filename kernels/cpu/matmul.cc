@@ -16,8 +16,9 @@ extern "C" void openblas_set_num_threads(int num_threads);
 namespace shardserve::cpu {
 namespace {
 
-// Up to this many rows of x, integer dot products beat dequantize-then-sgemm.
-constexpr int64_t kDefaultMaxDecodeRows = 16;
+// Up to this many rows of x, integer dot products beat dequantize-then-sgemm (measured on the
+// SmolLM2 shapes with AVX2; matmul_bench --max-decode-rows compares the two).
+constexpr int64_t kDefaultMaxDecodeRows = 96;
 // Output columns per ParallelFor grain and per dot_tile call.
 constexpr int64_t kColumnGrain = 16;
 // F32 bytes of weights dequantized per sgemm call: large enough for sgemm to run near peak,
@@ -36,9 +37,8 @@ absl::Status Validate(const TensorView& x, const TensorView& w, const TensorView
     }
   }
   if (x.dtype != DType::kF32 || y.dtype != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMul: x and y must be f32, got ",
-                                                   DTypeName(x.dtype), " and ",
-                                                   DTypeName(y.dtype)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MatMul: x and y must be f32, got ", DTypeName(x.dtype), " and ", DTypeName(y.dtype)));
   }
   if (!HasVecDot(w.dtype)) {
     return absl::InvalidArgumentError(
@@ -54,12 +54,12 @@ absl::Status Validate(const TensorView& x, const TensorView& w, const TensorView
                                                    DTypeName(w.dtype), "'s block size"));
   }
   if (x.cols() != k) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMul: x ", x.ShapeString(),
-                                                   " does not match w ", w.ShapeString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMul: x ", x.ShapeString(), " does not match w ", w.ShapeString()));
   }
   if (y.cols() != n || y.rows() != x.rows()) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMul: y ", y.ShapeString(), " must be [",
-                                                   x.rows(), ", ", n, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMul: y ", y.ShapeString(), " must be [", x.rows(), ", ", n, "]"));
   }
   if (x.stride_bytes() % sizeof(float) != 0 || y.stride_bytes() % sizeof(float) != 0 ||
       x.stride_bytes() < x.row_bytes() || y.stride_bytes() < y.row_bytes() ||
@@ -105,8 +105,8 @@ void MatMulDecode(const TensorView& x, const TensorView& w, const TensorView& y,
   });
 }
 
-void MatMulPrefill(const TensorView& x, const TensorView& w, const TensorView& y,
-                   ThreadPool* pool) {
+void MatMulPrefill(const TensorView& x, const TensorView& w, const TensorView& y, ThreadPool* pool,
+                   Isa isa) {
   static std::once_flag blas_once;
   std::call_once(blas_once, [] { openblas_set_num_threads(1); });
   const int64_t m = x.rows(), k = w.dim(1), n = w.dim(0);
@@ -129,7 +129,9 @@ void MatMulPrefill(const TensorView& x, const TensorView& w, const TensorView& y
         b_ld = w.stride_bytes() / static_cast<int64_t>(sizeof(float));
       } else {
         if (tile.size() < static_cast<size_t>(nw * k)) tile.resize(nw * k);
-        for (int64_t r = 0; r < nw; ++r) DequantizeRow(w.dtype, w.row(j + r), &tile[r * k], k);
+        for (int64_t r = 0; r < nw; ++r) {
+          DequantizeRowFast(w.dtype, w.row(j + r), &tile[r * k], k, isa);
+        }
         b = tile.data();
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
@@ -155,7 +157,7 @@ absl::Status MatMulWithOptions(const TensorView& x, const TensorView& w, const T
   if (m <= max_decode_rows) {
     MatMulDecode(x, w, y, pool, options.isa);
   } else {
-    MatMulPrefill(x, w, y, pool);
+    MatMulPrefill(x, w, y, pool, options.isa);
   }
   return absl::OkStatus();
 }

@@ -38,7 +38,7 @@ absl::Status MatMul(const TensorView& x, const TensorView& w, const TensorView& 
 
 // Tuning knobs and an explicit kernel level, for tests and benchmarks.
 struct MatMulOptions {
-  Isa isa = Isa::kScalar;      // REQUIRES: <= MaxSupportedIsa()
+  Isa isa = Isa::kScalar;        // REQUIRES: <= MaxSupportedIsa()
   int64_t max_decode_rows = -1;  // m at or below this uses the integer path; -1: default
 };
 absl::Status MatMulWithOptions(const TensorView& x, const TensorView& w, const TensorView& y,

@@ -2,7 +2,7 @@
 // token (decode) and 512 tokens (prefill), on 1 and 2 threads.
 //
 //   bazel run -c opt //kernels/cpu:matmul_bench [-- --quick] [--step] [--shape=lm_head]
-//       [--max-decode-rows=N]
+//       [--max-decode-rows=N] [--m=N]
 //
 // "hot" repeats one weight matrix (it stays in cache); "stream" cycles through enough copies to
 // exceed the last-level cache, as a decode step does over 30 layers. "step" runs one whole decode
@@ -13,9 +13,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
-#include <ctime>
 #include <vector>
 
 #include "common/thread_pool.h"
@@ -76,12 +76,14 @@ Timing TimeBest(int reps, int iters, Fn fn) {
     const double c0 = CpuSeconds();
     for (int i = 0; i < iters; ++i) fn(++call);
     best.cpu = std::min(best.cpu, (CpuSeconds() - c0) / iters);
-    best.wall = std::min(best.wall, std::chrono::duration<double>(Clock::now() - t0).count() / iters);
+    best.wall =
+        std::min(best.wall, std::chrono::duration<double>(Clock::now() - t0).count() / iters);
   }
   return best;
 }
 
 int64_t g_max_decode_rows = -1;  // --max-decode-rows=N overrides MatMul's choice of path
+int64_t g_only_m = -1;           // --m=N runs only that number of rows
 
 absl::Status BenchMatMul(const TensorView& x, const TensorView& w, const TensorView& y,
                          ThreadPool* pool) {
@@ -113,6 +115,7 @@ void Run(bool quick, const char* filter) {
     std::vector<std::vector<uint8_t>> ws;
     for (int c = 0; c < copies; ++c) ws.push_back(MakeWeights(s.type, s.n, s.k, &rng));
     for (int64_t m : {int64_t{1}, int64_t{32}, int64_t{512}}) {
+      if (g_only_m > 0 && m != g_only_m) continue;
       std::vector<float> x(m * s.k), y(m * s.n);
       std::normal_distribution<float> dist(0.0f, 1.0f);
       for (float& v : x) v = dist(rng);
@@ -162,13 +165,13 @@ void RunStep(bool quick) {
       for (int l = 0; l < kLayers; ++l) {
         for (const Shape& s : layer) {
           Check(BenchMatMul(TensorView::Cpu(x.data(), DType::kF32, {1, s.k}),
-                       TensorView::Cpu(ws[idx++].data(), s.type, {s.n, s.k}),
-                       TensorView::Cpu(y.data(), DType::kF32, {1, s.n}), &pool));
+                            TensorView::Cpu(ws[idx++].data(), s.type, {s.n, s.k}),
+                            TensorView::Cpu(y.data(), DType::kF32, {1, s.n}), &pool));
         }
       }
       Check(BenchMatMul(TensorView::Cpu(x.data(), DType::kF32, {1, 576}),
-                   TensorView::Cpu(head.data(), DType::kQ8_0, {49152, 576}),
-                   TensorView::Cpu(y.data(), DType::kF32, {1, 49152}), &pool));
+                        TensorView::Cpu(head.data(), DType::kQ8_0, {49152, 576}),
+                        TensorView::Cpu(y.data(), DType::kF32, {1, 49152}), &pool));
     });
     std::printf(
         "decode step (%.1f MB of weights), %d thread(s): %.2f ms (cpu %.2f ms), %.1f GB/s, "
@@ -188,6 +191,7 @@ int main(int argc, char** argv) {
     quick |= std::strcmp(argv[i], "--quick") == 0;
     step_only |= std::strcmp(argv[i], "--step") == 0;
     if (std::strncmp(argv[i], "--shape=", 8) == 0) filter = argv[i] + 8;
+    if (std::strncmp(argv[i], "--m=", 4) == 0) shardserve::cpu::g_only_m = std::atoll(argv[i] + 4);
     if (std::strncmp(argv[i], "--max-decode-rows=", 18) == 0) {
       shardserve::cpu::g_max_decode_rows = std::atoll(argv[i] + 18);
     }

@@ -99,8 +99,8 @@ TEST(MatMulTest, MatchesDequantizedReference) {
             MatMulOptions options;
             options.isa = static_cast<Isa>(level);
             options.max_decode_rows = max_decode_rows;
-            SCOPED_TRACE(std::string(IsaName(options.isa)) + " threads=" +
-                         std::to_string(pool ? pool->num_threads() : 1) +
+            SCOPED_TRACE(std::string(IsaName(options.isa)) +
+                         " threads=" + std::to_string(pool ? pool->num_threads() : 1) +
                          " max_decode_rows=" + std::to_string(max_decode_rows));
             std::vector<float> ybuf(m * y_ld, -7.0f);
             TensorView y = TensorView::Cpu(ybuf.data(), DType::kF32, {m, n});
@@ -108,8 +108,7 @@ TEST(MatMulTest, MatchesDequantizedReference) {
             ASSERT_TRUE(MatMulWithOptions(x, w.view, y, pool, options).ok());
             for (int64_t i = 0; i < m; ++i) {
               for (int64_t j = 0; j < n; ++j) {
-                ASSERT_NEAR(ybuf[i * y_ld + j], want[i * n + j], tol[i * n + j])
-                    << i << "," << j;
+                ASSERT_NEAR(ybuf[i * y_ld + j], want[i * n + j], tol[i * n + j]) << i << "," << j;
               }
               for (int64_t j = n; j < y_ld; ++j) ASSERT_EQ(ybuf[i * y_ld + j], -7.0f);
             }

@@ -7,8 +7,8 @@
 
 namespace shardserve::cpu {
 
-void BuildMoeDispatch(const int32_t* topk_ids, const float* topk_weights, int64_t num_tokens,
-                      int k, int expert_begin, int expert_end, MoeDispatch* dispatch) {
+void BuildMoeDispatch(const int32_t* topk_ids, const float* topk_weights, int64_t num_tokens, int k,
+                      int expert_begin, int expert_end, MoeDispatch* dispatch) {
   CHECK_LE(expert_begin, expert_end);
   const int num_local = expert_end - expert_begin;
   const int64_t num_choices = num_tokens * k;
@@ -49,8 +49,8 @@ void GatherRows(const float* x, int64_t cols, const int32_t* rows, int64_t n, fl
   }
 }
 
-void MoeCombine(const float* expert_out, const int32_t* token_idx, const float* weights,
-                int64_t n, int64_t hidden, float* out, ThreadPool* pool) {
+void MoeCombine(const float* expert_out, const int32_t* token_idx, const float* weights, int64_t n,
+                int64_t hidden, float* out, ThreadPool* pool) {
   // Threads take column ranges, so rows that hit the same token never race.
   auto run = [&](int64_t c0, int64_t c1) {
     for (int64_t i = 0; i < n; ++i) {

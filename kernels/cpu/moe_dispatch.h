@@ -34,8 +34,8 @@ struct MoeDispatch {
 
 // topk_ids, topk_weights: [num_tokens, k] (from MoeRouterTopK). Ids outside
 // [expert_begin, expert_end) are left out (experts of other ranks). Reuses dispatch's storage.
-void BuildMoeDispatch(const int32_t* topk_ids, const float* topk_weights, int64_t num_tokens,
-                      int k, int expert_begin, int expert_end, MoeDispatch* dispatch);
+void BuildMoeDispatch(const int32_t* topk_ids, const float* topk_weights, int64_t num_tokens, int k,
+                      int expert_begin, int expert_end, MoeDispatch* dispatch);
 
 // out[i] = x[rows[i]] for i < n.
 // x: [*, cols], rows: [n], out: [n, cols].
@@ -45,8 +45,8 @@ void GatherRows(const float* x, int64_t cols, const int32_t* rows, int64_t n, fl
 // out[token_idx[i]] += weights[i] * expert_out[i] for i < n, in order of i (so the result does
 // not depend on the thread count). token_idx may repeat.
 // expert_out: [n, hidden], token_idx: [n], weights: [n], out: [num_tokens, hidden].
-void MoeCombine(const float* expert_out, const int32_t* token_idx, const float* weights,
-                int64_t n, int64_t hidden, float* out, ThreadPool* pool = nullptr);
+void MoeCombine(const float* expert_out, const int32_t* token_idx, const float* weights, int64_t n,
+                int64_t hidden, float* out, ThreadPool* pool = nullptr);
 
 }  // namespace shardserve::cpu
 

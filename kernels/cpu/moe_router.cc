@@ -46,8 +46,7 @@ void RouteToken(const float* logits, int num_experts, int k, bool norm_topk_prob
 }  // namespace
 
 void MoeRouterTopK(const float* logits, int64_t num_tokens, int num_experts, int k,
-                   bool norm_topk_prob, int32_t* topk_ids, float* topk_weights,
-                   ThreadPool* pool) {
+                   bool norm_topk_prob, int32_t* topk_ids, float* topk_weights, ThreadPool* pool) {
   CHECK(k >= 1 && k <= num_experts) << "k " << k << " num_experts " << num_experts;
   auto run = [&](int64_t begin, int64_t end) {
     std::vector<float> probs(num_experts);

@@ -59,8 +59,8 @@ TEST(MoeRouterTest, MixtralAndQwenShapes) {
     bool norm;
   };
   // Mixtral 8x2 (normalised), Qwen2-MoE 60x4 (not), OLMoE 64x8 (not), Qwen3-MoE 128x8 (normalised).
-  for (const Shape& s : {Shape{8, 2, true}, Shape{60, 4, false}, Shape{64, 8, false},
-                         Shape{128, 8, true}}) {
+  for (const Shape& s :
+       {Shape{8, 2, true}, Shape{60, 4, false}, Shape{64, 8, false}, Shape{128, 8, true}}) {
     const int64_t tokens = 37;
     std::vector<float> logits(tokens * s.experts);
     for (float& x : logits) x = dist(gen);

@@ -61,12 +61,13 @@ Scratch& ThreadScratch() {
 }
 
 // Partial results of one item: o [rows, head_dim], then row_max [rows], then row_sum [rows].
-int64_t PartialFloats(int rows, int head_dim) { return static_cast<int64_t>(rows) * (head_dim + 2); }
+int64_t PartialFloats(int rows, int head_dim) {
+  return static_cast<int64_t>(rows) * (head_dim + 2);
+}
 
 class Runner {
  public:
-  Runner(const float* q, const PagedKvCache& cache, const PagedAttentionParams& params,
-         float* out)
+  Runner(const float* q, const PagedKvCache& cache, const PagedAttentionParams& params, float* out)
       : q_(q),
         cache_(cache),
         p_(params),
@@ -90,8 +91,8 @@ class Runner {
   void RunItem(const WorkItem& item);
   void Merge(const MergeGroup& group, int row_begin, int row_end) const;
   float* OutRow(int s, int token_in_seq, int head) const {
-    return out_ + (static_cast<int64_t>(QoBegin(s) + token_in_seq) * p_.num_heads + head) *
-                      head_dim_;
+    return out_ +
+           (static_cast<int64_t>(QoBegin(s) + token_in_seq) * p_.num_heads + head) * head_dim_;
   }
 
   const float* q_;
@@ -115,8 +116,8 @@ void Runner::Plan(int num_threads) {
     const int qo_len = QoLen(s);
     const int kv_len = p_.kv_lens[s];
     const int num_blocks = p_.kv_indptr[s + 1] - p_.kv_indptr[s];
-    CHECK(qo_len >= 0 && qo_len <= kv_len) << "seq " << s << " qo_len " << qo_len << " kv_len "
-                                           << kv_len;
+    CHECK(qo_len >= 0 && qo_len <= kv_len)
+        << "seq " << s << " qo_len " << qo_len << " kv_len " << kv_len;
     CHECK_LE(kv_len, static_cast<int64_t>(num_blocks) * cache_.block_size) << "seq " << s;
     for (int b = 0; b < (kv_len + cache_.block_size - 1) / cache_.block_size; ++b) {
       const int32_t block = p_.kv_indices[p_.kv_indptr[s] + b];
@@ -140,9 +141,8 @@ void Runner::Plan(int num_threads) {
   // items cost the same (one sequence, or a uniform decode batch) pick the split count that
   // makes the number of items a multiple of the thread count.
   const bool uniform =
-      !base.empty() && std::all_of(base.begin(), base.end(), [&](const WorkItem& w) {
-        return w.cost == base[0].cost;
-      });
+      !base.empty() && std::all_of(base.begin(), base.end(),
+                                   [&](const WorkItem& w) { return w.cost == base[0].cost; });
   const int64_t target = std::max<int64_t>(1, total_cost / (2 * num_threads));
   int uniform_splits = 1;
   if (uniform && num_threads > 1) {
@@ -263,8 +263,8 @@ void Runner::RunItem(const WorkItem& item) {
     const int r_lo = t_lo * group_;
     const int r_hi = t_hi * group_;
     float* s_tile = sc.s.data();
-    kern_.qk(sc.q.data() + static_cast<size_t>(r_lo) * d_len, r_hi - r_lo, d_len,
-             sc.k_rows.data(), n, s_tile, kKvChunk);
+    kern_.qk(sc.q.data() + static_cast<size_t>(r_lo) * d_len, r_hi - r_lo, d_len, sc.k_rows.data(),
+             n, s_tile, kKvChunk);
     for (int t = t_lo; t < t_hi; ++t) {
       const int pos = first_pos + t;
       const int j_lo = std::max(0, FirstVisible(pos) - c0);

@@ -1,7 +1,11 @@
 // Times PagedAttention for SmolLM2-135M-shaped heads (9 query heads, 3 kv heads, head_dim 64):
-// decode (one query row) at two context lengths, and a 512-token prefill.
+// decode (one query row) at two context lengths, and a 512-token prefill. Prints the median
+// wall time per call and, for one thread, the median CPU time of the calling thread, which is
+// the steadier number on a machine shared with other jobs.
 //
 //   bazel run //kernels/cpu:paged_attention_bench -- [num_threads]
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,8 +26,24 @@ constexpr int kNumKvHeads = 3;
 constexpr int kHeadDim = 64;
 constexpr int kBlockSize = 16;
 
-// Median microseconds per PagedAttention call for one sequence of qo_len queries over kv_len.
-double TimeOne(int qo_len, int kv_len, ThreadPool* pool) {
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+double Median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+struct Timing {
+  double wall_us;
+  double cpu_us;
+};
+
+// Median times per PagedAttention call for one sequence of qo_len queries over kv_len.
+Timing TimeOne(int qo_len, int kv_len, ThreadPool* pool) {
   const int num_blocks = (kv_len + kBlockSize - 1) / kBlockSize;
   const int64_t row = kNumKvHeads * kHeadDim;
   std::mt19937 gen(1);
@@ -54,24 +74,31 @@ double TimeOne(int qo_len, int kv_len, ThreadPool* pool) {
 
   const double work = static_cast<double>(qo_len) * kv_len;
   const int reps = static_cast<int>(std::clamp(2e7 / work, 5.0, 2000.0));
-  std::vector<double> us;
+  std::vector<double> wall_us, cpu_us;
   for (int r = 0; r < reps + 2; ++r) {
+    const double c0 = ThreadCpuSeconds();
     const auto t0 = std::chrono::steady_clock::now();
     PagedAttention(q.data(), cache, params, out.data(), pool);
     const auto t1 = std::chrono::steady_clock::now();
-    if (r >= 2) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    const double c1 = ThreadCpuSeconds();
+    if (r < 2) continue;  // warm-up
+    wall_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    cpu_us.push_back((c1 - c0) * 1e6);
   }
-  std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
-  return us[us.size() / 2];
+  return {Median(wall_us), Median(cpu_us)};
 }
 
 void Report(const char* name, int qo_len, int kv_len, ThreadPool* pool) {
-  const double us = TimeOne(qo_len, kv_len, pool);
+  const Timing t = TimeOne(qo_len, kv_len, pool);
   // Causal prefill does about half the dense work.
   const double pairs = qo_len == kv_len ? 0.5 * qo_len * (kv_len + 1.0) : 1.0 * qo_len * kv_len;
-  const double gflops = 4.0 * pairs * kNumHeads * kHeadDim / (us * 1e3);
-  std::printf("%-8s qo_len %4d kv_len %5d threads %2d: %9.1f us  %6.2f GFLOP/s\n", name, qo_len,
-              kv_len, pool->num_threads(), us, gflops);
+  const double flop = 4.0 * pairs * kNumHeads * kHeadDim;
+  std::printf("%-8s qo_len %4d kv_len %5d threads %2d: wall %9.1f us (%6.2f GFLOP/s)", name, qo_len,
+              kv_len, pool->num_threads(), t.wall_us, flop / (t.wall_us * 1e3));
+  if (pool->num_threads() == 1) {
+    std::printf("  cpu %9.1f us (%6.2f GFLOP/s)", t.cpu_us, flop / (t.cpu_us * 1e3));
+  }
+  std::printf("\n");
 }
 
 }  // namespace
@@ -81,8 +108,8 @@ int main(int argc, char** argv) {
   using namespace shardserve;
   using namespace shardserve::cpu;
   const int max_threads = argc > 1 ? std::atoi(argv[1]) : ThreadPool::DefaultThreads();
-  std::printf("isa %s, heads %d/%d, head_dim %d, block_size %d\n", IsaName(ActiveIsa()),
-              kNumHeads, kNumKvHeads, kHeadDim, kBlockSize);
+  std::printf("isa %s, heads %d/%d, head_dim %d, block_size %d\n", IsaName(ActiveIsa()), kNumHeads,
+              kNumKvHeads, kHeadDim, kBlockSize);
   for (int threads : {1, max_threads}) {
     ThreadPool pool(threads);
     Report("decode", 1, 512, &pool);

@@ -53,8 +53,8 @@ void RunCase(const Case& c, uint32_t seed) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> k_cache(num_blocks * c.block_size * row, nan);
   std::vector<float> v_cache(k_cache.size(), nan);
-  PagedKvCache cache{k_cache.data(), v_cache.data(), num_blocks, c.block_size, c.num_kv_heads,
-                     c.head_dim};
+  PagedKvCache cache{k_cache.data(), v_cache.data(), num_blocks,
+                     c.block_size,   c.num_kv_heads, c.head_dim};
 
   std::vector<int32_t> qo_indptr = {0}, kv_indptr = {0}, kv_indices, kv_lens;
   std::vector<std::vector<float>> dense_k(num_seqs), dense_v(num_seqs);
@@ -130,7 +130,6 @@ void RunCase(const Case& c, uint32_t seed) {
 }
 
 TEST(PagedAttentionTest, DecodeGqa3) {
-  printf("ENV_ISA=%s\n", getenv("SHARDSERVE_ISA") ? getenv("SHARDSERVE_ISA") : "unset");
   Case c{9, 3, 64, 16, {{1, 1}, {1, 17}, {1, 300}, {1, 1000}}};
   RunCase(c, 1);
   c.threads = 3;

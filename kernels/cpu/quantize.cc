@@ -5,8 +5,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "glog/logging.h"
 #include "common/fp16.h"
+#include "glog/logging.h"
+#include "kernels/cpu/quantize_internal.h"
 
 namespace shardserve::cpu {
 namespace {
@@ -135,8 +136,8 @@ void QuantizeQ4_1(const float* x, BlockQ4_1* b, int64_t nb) {
     b[i].m = FloatToFp16(min);
     for (int j = 0; j < kQk / 2; ++j) {
       const int lo = std::min(15, static_cast<int>(static_cast<int8_t>((x[j] - min) * id + 0.5f)));
-      const int hi = std::min(
-          15, static_cast<int>(static_cast<int8_t>((x[j + kQk / 2] - min) * id + 0.5f)));
+      const int hi =
+          std::min(15, static_cast<int>(static_cast<int8_t>((x[j + kQk / 2] - min) * id + 0.5f)));
       b[i].qs[j] = static_cast<uint8_t>(lo | (hi << 4));
     }
   }
@@ -335,6 +336,11 @@ void DequantizeRow(DType type, const void* src, float* dst, int64_t n) {
     default:
       return;
   }
+}
+
+void DequantizeRowFast(DType type, const void* src, float* dst, int64_t n, Isa isa) {
+  if (isa >= Isa::kAvx2 && internal::DequantizeRowAvx2(type, src, dst, n)) return;
+  DequantizeRow(type, src, dst, n);
 }
 
 void QuantizeRow(DType type, const float* src, void* dst, int64_t n) {

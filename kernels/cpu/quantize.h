@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/dtype.h"
 
 namespace shardserve::cpu {
@@ -107,6 +108,11 @@ bool CanQuantize(DType type);
 // dst[0, n) = the values of the row at src.
 // REQUIRES: CanDequantize(type), n % BlockSize(type) == 0.
 void DequantizeRow(DType type, const void* src, float* dst, int64_t n);
+
+// DequantizeRow using the SIMD level `isa` where one exists (else the scalar code): faster, and
+// may differ from DequantizeRow in the last bit. REQUIRES: as DequantizeRow, and
+// isa <= MaxSupportedIsa().
+void DequantizeRowFast(DType type, const void* src, float* dst, int64_t n, Isa isa);
 
 // Writes RowBytes(type, n) bytes at dst encoding src[0, n).
 // REQUIRES: CanQuantize(type), n % BlockSize(type) == 0.

@@ -167,7 +167,7 @@ TEST(QuantizeTest, KTypesRoundTrip) {
     SCOPED_TRACE(DTypeName(type));
     std::vector<float> x = RandomRow(n, 3);
     for (int j = 256; j < 512; ++j) x[j] = std::fabs(x[j]) + 0.5f;  // positive-only block
-    std::fill(x.begin() + 512, x.begin() + 768, 0.0f);            // zero block
+    std::fill(x.begin() + 512, x.begin() + 768, 0.0f);              // zero block
     std::vector<uint8_t> q(RowBytes(type, n));
     QuantizeRow(type, x.data(), q.data(), n);
     std::vector<float> back(n);
@@ -206,6 +206,32 @@ TEST(QuantizeTest, Q4KScalePacking) {
     EXPECT_EQ(s, sc[j]) << j;
     EXPECT_EQ(m, mn[j]) << j;
   }
+}
+
+TEST(QuantizeTest, FastDequantizeMatchesReference) {
+  const int64_t n = 512 + 256;
+  const std::vector<float> x = RandomRow(n, 4);
+  for (DType type : {DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ8_0,
+                     DType::kQ4_K, DType::kQ6_K}) {
+    std::vector<uint8_t> q(RowBytes(type, n));
+    QuantizeRow(type, x.data(), q.data(), n);
+    std::vector<float> want(n);
+    DequantizeRow(type, q.data(), want.data(), n);
+    for (int level = 0; level <= static_cast<int>(MaxSupportedIsa()); ++level) {
+      SCOPED_TRACE(DTypeName(type) + " " + IsaName(static_cast<Isa>(level)));
+      std::vector<float> got(n + 1, 42.0f);
+      DequantizeRowFast(type, q.data(), got.data(), n, static_cast<Isa>(level));
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 1e-6f * std::fabs(want[i]));
+      ASSERT_EQ(got[n], 42.0f);
+    }
+  }
+  // F16 rows whose length is not a multiple of the vector width.
+  std::vector<uint16_t> h(13);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = FloatToFp16(x[i]);
+  std::vector<float> want(13), got(13);
+  DequantizeRow(DType::kF16, h.data(), want.data(), 13);
+  DequantizeRowFast(DType::kF16, h.data(), got.data(), 13, MaxSupportedIsa());
+  EXPECT_EQ(got, want);
 }
 
 TEST(QuantizeTest, FloatTypes) {

@@ -20,8 +20,8 @@ void RmsNormRow(const float* x, const float* weight, int64_t dim, float eps, flo
 
 }  // namespace
 
-void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps,
-             float* out, ThreadPool* pool) {
+void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out,
+             ThreadPool* pool) {
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) RmsNormRow(x + r * dim, weight, dim, eps, out + r * dim);
   };

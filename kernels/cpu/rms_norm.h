@@ -20,8 +20,8 @@ namespace shardserve::cpu {
 // The sum of squares is accumulated in double, so each output is within a few float ulp of the
 // exact result; the scaling is done in float in the order (x * rsqrt) * weight, as in Hugging
 // Face's LlamaRMSNorm. pool may be null (runs on the calling thread).
-void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps,
-             float* out, ThreadPool* pool = nullptr);
+void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out,
+             ThreadPool* pool = nullptr);
 
 }  // namespace shardserve::cpu
 

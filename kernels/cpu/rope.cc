@@ -79,25 +79,34 @@ void RopeTable::RotateHead(const float* cos, const float* sin, float* x) const {
   }
 }
 
-void RopeTable::Apply(const int32_t* positions, int64_t num_tokens, float* q, int num_heads,
-                      float* k, int num_kv_heads, ThreadPool* pool) const {
+void RopeTable::ComputeCosSin(const int32_t* positions, int64_t num_tokens, float* cos_sin) const {
+  const int half = rotary_dim_ / 2;
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const float pos = static_cast<float>(positions[t]);
+    float* cos = cos_sin + t * rotary_dim_;
+    float* sin = cos + half;
+    for (int i = 0; i < half; ++i) {
+      const float angle = pos * inv_freq_[i];
+      cos[i] = std::cos(angle);
+      sin[i] = std::sin(angle);
+    }
+  }
+}
+
+void RopeTable::ApplyCosSin(const float* cos_sin, int64_t num_tokens, float* q, int num_heads,
+                            float* k, int num_kv_heads, ThreadPool* pool) const {
   const int half = rotary_dim_ / 2;
   const int64_t head_dim = config_.head_dim;
   if (k == nullptr) num_kv_heads = 0;
   auto run = [&](int64_t begin, int64_t end) {
-    std::vector<float> cos(half), sin(half);
     for (int64_t t = begin; t < end; ++t) {
-      const float pos = static_cast<float>(positions[t]);
-      for (int i = 0; i < half; ++i) {
-        const float angle = pos * inv_freq_[i];
-        cos[i] = std::cos(angle);
-        sin[i] = std::sin(angle);
-      }
+      const float* cos = cos_sin + t * rotary_dim_;
+      const float* sin = cos + half;
       for (int h = 0; h < num_heads; ++h) {
-        RotateHead(cos.data(), sin.data(), q + (t * num_heads + h) * head_dim);
+        RotateHead(cos, sin, q + (t * num_heads + h) * head_dim);
       }
       for (int h = 0; h < num_kv_heads; ++h) {
-        RotateHead(cos.data(), sin.data(), k + (t * num_kv_heads + h) * head_dim);
+        RotateHead(cos, sin, k + (t * num_kv_heads + h) * head_dim);
       }
     }
   };
@@ -107,6 +116,13 @@ void RopeTable::Apply(const int32_t* positions, int64_t num_tokens, float* q, in
   } else {
     pool->ParallelFor(num_tokens, 4, run);
   }
+}
+
+void RopeTable::Apply(const int32_t* positions, int64_t num_tokens, float* q, int num_heads,
+                      float* k, int num_kv_heads, ThreadPool* pool) const {
+  std::vector<float> cos_sin(num_tokens * rotary_dim_);
+  ComputeCosSin(positions, num_tokens, cos_sin.data());
+  ApplyCosSin(cos_sin.data(), num_tokens, q, num_heads, k, num_kv_heads, pool);
 }
 
 }  // namespace shardserve::cpu

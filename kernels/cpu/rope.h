@@ -70,6 +70,13 @@ class RopeTable {
     Apply(positions, num_tokens, x, num_heads, nullptr, 0, pool);
   }
 
+  // The same in two steps, so that a model computes the cos/sin of a step's positions once and
+  // every layer reuses them (the trigonometry would otherwise cost as much as the rotation).
+  // cos_sin: [num_tokens, rotary_dim]; per token the rotary_dim / 2 cosines, then the sines.
+  void ComputeCosSin(const int32_t* positions, int64_t num_tokens, float* cos_sin) const;
+  void ApplyCosSin(const float* cos_sin, int64_t num_tokens, float* q, int num_heads, float* k,
+                   int num_kv_heads, ThreadPool* pool = nullptr) const;
+
  private:
   void RotateHead(const float* cos, const float* sin, float* x) const;
 

@@ -71,8 +71,8 @@ void CheckAgainstReference(const RopeConfig& c, int num_heads, int num_kv_heads,
     const double tol = 1e-6 + 2.5e-7 * positions[t];
     for (int h = 0; h < num_heads + num_kv_heads; ++h) {
       const bool is_q = h < num_heads;
-      const int64_t off = is_q ? (t * num_heads + h) * c.head_dim
-                               : (t * num_kv_heads + h - num_heads) * c.head_dim;
+      const int64_t off =
+          is_q ? (t * num_heads + h) * c.head_dim : (t * num_kv_heads + h - num_heads) * c.head_dim;
       const auto want = ReferenceRotate((is_q ? q0 : k0).data() + off, c, positions[t]);
       const float* got = (is_q ? q : k).data() + off;
       for (int d = 0; d < c.head_dim; ++d) {
@@ -183,6 +183,26 @@ TEST(RopeTest, Llama3ScalingTable) {
   EXPECT_GT(scaled, 0);
   EXPECT_GT(blended, 0);
   CheckAgainstReference(c, 8, 2, {0, 9, 131071}, nullptr);
+}
+
+TEST(RopeTest, CachedCosSinMatchesApply) {
+  RopeConfig c;
+  c.head_dim = 64;
+  c.theta = 10000.0f;
+  c.style = RopeStyle::kInterleaved;
+  RopeTable rope(c);
+  const std::vector<int32_t> positions = {4, 0, 99};
+  auto q = Random(3 * 4 * 64, 21);
+  auto k = Random(3 * 2 * 64, 22);
+  auto q2 = q;
+  auto k2 = k;
+  rope.Apply(positions.data(), 3, q.data(), 4, k.data(), 2);
+  std::vector<float> cos_sin(3 * rope.rotary_dim());
+  rope.ComputeCosSin(positions.data(), 3, cos_sin.data());
+  EXPECT_EQ(cos_sin[64], std::cos(0.0f));  // token 1 (position 0), first cosine
+  rope.ApplyCosSin(cos_sin.data(), 3, q2.data(), 4, k2.data(), 2);
+  EXPECT_EQ(q, q2);
+  EXPECT_EQ(k, k2);
 }
 
 TEST(RopeTest, ThreadedMatchesReference) {

@@ -48,8 +48,7 @@ void SwiGlu(const float* gate, const float* up, int64_t rows, int64_t inter, flo
   });
 }
 
-void SwiGluFused(const float* gate_up, int64_t rows, int64_t inter, float* out,
-                 ThreadPool* pool) {
+void SwiGluFused(const float* gate_up, int64_t rows, int64_t inter, float* out, ThreadPool* pool) {
   ForSpans(rows, inter, pool, [&](int64_t r, int64_t c0, int64_t c1) {
     const float* gate = gate_up + r * 2 * inter;
     SwiGluSpan(gate + c0, gate + inter + c0, c1 - c0, out + r * inter + c0);

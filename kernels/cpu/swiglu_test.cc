@@ -23,9 +23,7 @@ double Reference(float gate, float up) {
 }
 
 // Relative tolerance of a few float ulp; absolute near zero.
-void ExpectClose(float got, double want) {
-  ASSERT_NEAR(got, want, 4e-7 * std::fabs(want) + 1e-37);
-}
+void ExpectClose(float got, double want) { ASSERT_NEAR(got, want, 4e-7 * std::fabs(want) + 1e-37); }
 
 TEST(SwiGluTest, TwoBuffers) {
   const int64_t rows = 3, inter = 1000;
@@ -37,8 +35,8 @@ TEST(SwiGluTest, TwoBuffers) {
 }
 
 TEST(SwiGluTest, ExtremeGates) {
-  const std::vector<float> gate = {-200.0f, -90.0f, -20.0f, -1e-30f, 0.0f, 1e-30f, 20.0f, 90.0f,
-                                   200.0f};
+  const std::vector<float> gate = {-200.0f, -90.0f, -20.0f, -1e-30f, 0.0f,
+                                   1e-30f,  20.0f,  90.0f,  200.0f};
   const std::vector<float> up(gate.size(), 1.5f);
   std::vector<float> out(gate.size());
   SwiGlu(gate.data(), up.data(), 1, gate.size(), out.data());
@@ -74,7 +72,8 @@ TEST(SwiGluTest, InPlaceThreadedAndFused) {
     ExpectClose(in_place[i], want);
     ExpectClose(fused_out[i], want);
   }
-  for (int64_t i = 0; i < inter; ++i) ExpectClose(one_row[i], Reference(gate[2 * inter + i], up[2 * inter + i]));
+  for (int64_t i = 0; i < inter; ++i)
+    ExpectClose(one_row[i], Reference(gate[2 * inter + i], up[2 * inter + i]));
 }
 
 }  // namespace

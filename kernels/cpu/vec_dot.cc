@@ -44,16 +44,16 @@ struct Entry {
 
 constexpr Entry kEntries[] = {
     {DType::kF32,
-     {internal::DotTileScalarF32, internal::DotTileAvx2F32, nullptr}},
+     {internal::DotTileScalarF32, internal::DotTileAvx2F32, internal::DotTileAvx512F32}},
     {DType::kF16,
-     {internal::DotTileScalarF16, internal::DotTileAvx2F16, nullptr}},
+     {internal::DotTileScalarF16, internal::DotTileAvx2F16, internal::DotTileAvx512F16}},
     {DType::kBF16, {internal::DotTileScalarBF16, internal::DotTileAvx2BF16, nullptr}},
     {DType::kQ4_0,
-     {internal::DotTileScalarQ4_0, internal::DotTileAvx2Q4_0, nullptr}},
+     {internal::DotTileScalarQ4_0, internal::DotTileAvx2Q4_0, internal::DotTileAvx512Q4_0}},
     {DType::kQ4_1,
-     {internal::DotTileScalarQ4_1, internal::DotTileAvx2Q4_1, nullptr}},
+     {internal::DotTileScalarQ4_1, internal::DotTileAvx2Q4_1, internal::DotTileAvx512Q4_1}},
     {DType::kQ8_0,
-     {internal::DotTileScalarQ8_0, internal::DotTileAvx2Q8_0, nullptr}},
+     {internal::DotTileScalarQ8_0, internal::DotTileAvx2Q8_0, internal::DotTileAvx512Q8_0}},
     {DType::kQ4_K, {internal::DotTileScalarQ4_K, internal::DotTileAvx2Q4_K, nullptr}},
     {DType::kQ6_K, {internal::DotTileScalarQ6_K, internal::DotTileAvx2Q6_K, nullptr}},
 };

@@ -32,9 +32,9 @@ struct Q4Format {
   }
   // Four blocks' scales as floats [d0 m0 d1 m1 d2 m2 d3 m3] (Q4_0: [d0 d0 d1 d1 ...]).
   static __m256 Scales4(const uint8_t* w) {
-    return _mm256_cvtph_ps(Widen(_mm_setr_epi32(LoadU32(w), LoadU32(w + kBlockBytes),
-                                                LoadU32(w + 2 * kBlockBytes),
-                                                LoadU32(w + 3 * kBlockBytes))));
+    return _mm256_cvtph_ps(
+        Widen(_mm_setr_epi32(LoadU32(w), LoadU32(w + kBlockBytes), LoadU32(w + 2 * kBlockBytes),
+                             LoadU32(w + 3 * kBlockBytes))));
   }
   // Two blocks' scales in lanes 0-3, zeros above.
   static __m256 Scales2(const uint8_t* w) {
@@ -142,8 +142,8 @@ void DotQ4Tile(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_
     for (int r = 0; r < NW; ++r) {
       const uint8_t* wb = w + r * ws + b * kBB;
       const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + kOff));
-      const __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4),
-                                         _mm_and_si128(raw, m4));
+      const __m256i q =
+          _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
       const float d = HalfToFloat(wb), m = F::BlockMin(wb);
       for (int i = 0; i < NX; ++i) {
         const uint8_t* xr = x + i * xs;
@@ -171,17 +171,16 @@ void DotQ8Tile(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_
   const __m256i ones = _mm256_set1_epi16(1);
   // w * x = |w| * (x with w's sign), so maddubs (unsigned by signed) can take it.
   auto block_dot = [&ones](__m256i wabs, __m256i wq, const int8_t* xp) {
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(
-        _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(LoadSi256(xp), wq)), ones));
+    return _mm256_cvtepi32_ps(
+        _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(LoadSi256(xp), wq)), ones));
   };
   int64_t b = 0;
   for (; b + 4 <= nb; b += 4) {
     for (int r = 0; r < NW; ++r) {
       const uint8_t* wb = w + r * ws + b * kBB;
-      const __m128i dv =
-          _mm_and_si128(_mm_setr_epi32(LoadU32(wb), LoadU32(wb + kBB), LoadU32(wb + 2 * kBB),
-                                       LoadU32(wb + 3 * kBB)),
-                        _mm_set1_epi32(0xffff));
+      const __m128i dv = _mm_and_si128(_mm_setr_epi32(LoadU32(wb), LoadU32(wb + kBB),
+                                                      LoadU32(wb + 2 * kBB), LoadU32(wb + 3 * kBB)),
+                                       _mm_set1_epi32(0xffff));
       const __m256 wsc = _mm256_cvtph_ps(dv);  // [d0 0 d1 0 d2 0 d3 0]
       __m256 prod[NX];
       for (int i = 0; i < NX; ++i) {
@@ -237,22 +236,22 @@ void Tile(int64_t k, const uint8_t* w, int64_t ws, int64_t nw, const uint8_t* x,
 
 template <int NW, int NX>
 struct Q4_0Kernel {
-  static void Run(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_t xs,
-                  float* y, int64_t ys) {
+  static void Run(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_t xs, float* y,
+                  int64_t ys) {
     DotQ4Tile<false, NW, NX>(k, w, ws, x, xs, y, ys);
   }
 };
 template <int NW, int NX>
 struct Q4_1Kernel {
-  static void Run(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_t xs,
-                  float* y, int64_t ys) {
+  static void Run(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_t xs, float* y,
+                  int64_t ys) {
     DotQ4Tile<true, NW, NX>(k, w, ws, x, xs, y, ys);
   }
 };
 template <int NW, int NX>
 struct Q8_0Kernel {
-  static void Run(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_t xs,
-                  float* y, int64_t ys) {
+  static void Run(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_t xs, float* y,
+                  int64_t ys) {
     DotQ8Tile<NW, NX>(k, w, ws, x, xs, y, ys);
   }
 };

@@ -45,8 +45,7 @@ struct BF16Loader {
 
 // One weight row against NX activation rows; one row alone runs four chains to hide latency.
 template <typename L, int NX>
-void DotFloatRow(int64_t k, const uint8_t* w, const uint8_t* x, int64_t xs, float* y,
-                 int64_t ys) {
+void DotFloatRow(int64_t k, const uint8_t* w, const uint8_t* x, int64_t xs, float* y, int64_t ys) {
   constexpr int kU = NX == 1 ? 4 : 1;
   const float* xr[NX];
   __m256 acc[NX][kU];
@@ -65,7 +64,8 @@ void DotFloatRow(int64_t k, const uint8_t* w, const uint8_t* x, int64_t xs, floa
   }
   for (; j + 8 <= k; j += 8) {
     const __m256 wv = L::Load8(w, j);
-    for (int i = 0; i < NX; ++i) acc[i][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[i] + j), acc[i][0]);
+    for (int i = 0; i < NX; ++i)
+      acc[i][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[i] + j), acc[i][0]);
   }
   for (int i = 0; i < NX; ++i) {
     __m256 s = acc[i][0];
@@ -77,8 +77,8 @@ void DotFloatRow(int64_t k, const uint8_t* w, const uint8_t* x, int64_t xs, floa
 }
 
 template <typename L>
-void FloatTile(int64_t k, const uint8_t* w, int64_t ws, int64_t nw, const uint8_t* x,
-               int64_t xs, int64_t nx, float* y, int64_t ys) {
+void FloatTile(int64_t k, const uint8_t* w, int64_t ws, int64_t nw, const uint8_t* x, int64_t xs,
+               int64_t nx, float* y, int64_t ys) {
   for (int64_t j = 0; j < nw; ++j) {
     const uint8_t* wr = w + j * ws;
     int64_t i = 0;

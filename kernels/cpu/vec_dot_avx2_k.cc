@@ -81,8 +81,8 @@ float DotQ6K(int64_t nsb, const BlockQ6_K* w, const BlockQ8_K* x) {
     }
     const float d = _cvtsh_ss(w[b].d) * x[b].d;
     const __m256i bias_v = _mm256_setr_epi32(32 * bias, 0, 0, 0, 0, 0, 0, 0);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, bias_v)),
-                          acc);
+    acc =
+        _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, bias_v)), acc);
   }
   return HorizontalSum(acc);
 }

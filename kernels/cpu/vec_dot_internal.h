@@ -15,7 +15,9 @@ namespace shardserve::cpu::internal {
 
 // A packed Q8 activation row of k elements: int8 qs[k], then float ds[2 * k / 32] holding
 // (d, s) per block.
-static inline const int8_t* ActQs(const uint8_t* row) { return reinterpret_cast<const int8_t*>(row); }
+static inline const int8_t* ActQs(const uint8_t* row) {
+  return reinterpret_cast<const int8_t*>(row);
+}
 static inline const float* ActDs(const uint8_t* row, int64_t k) {
   return reinterpret_cast<const float*>(row + k);
 }
@@ -35,18 +37,18 @@ void DotTileScalarF32(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*,
                       float*, int64_t);
 void DotTileScalarF16(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
                       float*, int64_t);
-void DotTileScalarBF16(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
-void DotTileScalarQ4_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
-void DotTileScalarQ4_1(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
-void DotTileScalarQ8_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
-void DotTileScalarQ4_K(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
-void DotTileScalarQ6_K(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
+void DotTileScalarBF16(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
+void DotTileScalarQ4_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
+void DotTileScalarQ4_1(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
+void DotTileScalarQ8_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
+void DotTileScalarQ4_K(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
+void DotTileScalarQ6_K(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
 
 // AVX2 + FMA + F16C kernels (vec_dot_avx2*.cc); call only when the CPU has them.
 void DotTileAvx2F32(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
@@ -71,12 +73,12 @@ void DotTileAvx512F32(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*,
                       float*, int64_t);
 void DotTileAvx512F16(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
                       float*, int64_t);
-void DotTileAvx512Q4_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
-void DotTileAvx512Q4_1(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
-void DotTileAvx512Q8_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t,
-                       int64_t, float*, int64_t);
+void DotTileAvx512Q4_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
+void DotTileAvx512Q4_1(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
+void DotTileAvx512Q8_0(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
+                       float*, int64_t);
 
 }  // namespace shardserve::cpu::internal
 

@@ -2,14 +2,15 @@
 // read as token ids are decoded, checking what must hold for every input:
 //   - Encode never fails and yields only valid ids, the same ids every time (the BPE cache);
 //   - Decode(Encode(s)) == s with ill-formed UTF-8 replaced by U+FFFD (as Python's
-//     errors="replace" does), with special tokens allowed or not;
+//     errors="replace" does), with special tokens allowed or not, when the vocabulary has a
+//     token for every byte of that text (SmolLM2 has none for some control characters and for
+//     the lead bytes F1, F2; like Hugging Face, Encode drops such bytes);
 //   - decoding never fails on valid ids and always yields valid UTF-8;
 //   - the streaming detokenizer's deltas add up to Decode of the same ids.
 //
 // The tokenizer is read from the tokenizer.json named by $SHARDSERVE_FUZZ_TOKENIZER, else from
 // tests/tokenizer/smollm2_tokenizer.json relative to the working directory (the repository root,
-// or the runfiles root under `bazel test`). Its vocabulary must have a token for every byte that
-// occurs in UTF-8, as SmolLM2's does, for the round trip to hold.
+// or the runfiles root under `bazel test`).
 //
 // Under Bazel it is a library defining LLVMFuzzerTestOneInput, linked into the regression
 // runner; for real fuzzing, compile it and //model:tokenizer's sources with clang's
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "model/bpe_byte_level.h"
 #include "model/bpe_utf8.h"
 #include "model/incremental_detokenizer.h"
 #include "model/tokenizer.h"
@@ -70,6 +72,22 @@ std::string Stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool s
   return text + detok.Finish();
 }
 
+// Whether every byte of `text` has a token of its own, so that nothing is dropped.
+bool AllBytesHaveTokens(const Tokenizer& tok, const std::string& text) {
+  static const std::vector<bool>* has_token = [&tok] {
+    auto* table = new std::vector<bool>(256);
+    for (int b = 0; b < 256; ++b) {
+      const auto chars = shardserve::ByteLevelAlphabet::Get().Utf8(static_cast<uint8_t>(b));
+      (*table)[b] = tok.TokenId(chars) >= 0;
+    }
+    return table;
+  }();
+  for (char c : text) {
+    if (!(*has_token)[static_cast<uint8_t>(c)]) return false;
+  }
+  return true;
+}
+
 void CheckDecode(const Tokenizer& tok, const std::vector<int32_t>& ids) {
   for (bool skip_special : {false, true}) {
     auto text = tok.Decode(ids, skip_special);
@@ -85,6 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Tokenizer& tok = LoadTokenizer();
   const std::string input(reinterpret_cast<const char*>(data), size);
   const std::string expected = shardserve::Utf8Lossy(input);
+  const bool lossless = AllBytesHaveTokens(tok, expected);
 
   for (bool allow_special : {true, false}) {
     const std::vector<int32_t> ids = tok.Encode(input, /*add_special_tokens=*/false,
@@ -94,7 +113,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (tok.Encode(input, false, allow_special) != ids) Fail("Encode is not deterministic");
     auto decoded = tok.Decode(ids, /*skip_special_tokens=*/false);
-    if (!decoded.ok() || *decoded != expected) Fail("Decode(Encode(s)) != s");
+    if (!decoded.ok()) Fail("Decode rejected the ids of Encode");
+    if (lossless && *decoded != expected) Fail("Decode(Encode(s)) != s");
     CheckDecode(tok, ids);
   }
 
