@@ -37,7 +37,13 @@ constexpr OffsetRange kOffsets[] = {
     {0x0400, 0x040F, 80},  {0x0531, 0x0556, 48}, {0xFF21, 0xFF3A, 32},
 };
 
+// The Latin digraphs DŽ/Dž/dž, LJ/Lj/lj, NJ/Nj/nj, DZ/Dz/dz: upper, title and lower forms.
+bool IsDigraph(char32_t c) { return (c >= 0x01C4 && c <= 0x01CC) || (c >= 0x01F1 && c <= 0x01F3); }
+char32_t DigraphBase(char32_t c) { return c >= 0x01F1 ? 0x01F1 : 0x01C4 + (c - 0x01C4) / 3 * 3; }
+bool IsTitleCase(char32_t c) { return IsDigraph(c) && c == DigraphBase(c) + 1; }
+
 char32_t SimpleLower(char32_t c) {
+  if (IsDigraph(c)) return DigraphBase(c) + 2;
   for (const auto& r : kOffsets) {
     if (c >= r.upper_first && c <= r.upper_last) return c + r.delta;
   }
@@ -54,6 +60,7 @@ char32_t SimpleLower(char32_t c) {
 }
 
 char32_t SimpleUpper(char32_t c) {
+  if (IsDigraph(c)) return DigraphBase(c);
   for (const auto& r : kOffsets) {
     if (c >= r.upper_first + r.delta && c <= r.upper_last + r.delta) return c - r.delta;
   }
@@ -75,6 +82,17 @@ char32_t SimpleUpper(char32_t c) {
 void AppendUpper(char32_t c, std::u32string* out) {
   if (c == 0x00DF) {  // ß has no single upper-case letter
     out->append(U"SS");
+  } else {
+    out->push_back(SimpleUpper(c));
+  }
+}
+
+// Title case (str.title, str.capitalize) differs from upper case for ß and the digraphs.
+void AppendTitle(char32_t c, std::u32string* out) {
+  if (c == 0x00DF) {
+    out->append(U"Ss");
+  } else if (IsDigraph(c)) {
+    out->push_back(DigraphBase(c) + 1);
   } else {
     out->push_back(SimpleUpper(c));
   }
@@ -185,9 +203,9 @@ bool IsPyPrintable(char32_t c) {
   return true;
 }
 
-bool IsUpperCase(char32_t c) { return SimpleLower(c) != c; }
-bool IsLowerCase(char32_t c) { return SimpleUpper(c) != c || c == 0x00DF; }
-bool IsCased(char32_t c) { return IsUpperCase(c) || IsLowerCase(c); }
+bool IsUpperCase(char32_t c) { return SimpleLower(c) != c && !IsTitleCase(c); }
+bool IsLowerCase(char32_t c) { return (SimpleUpper(c) != c && !IsTitleCase(c)) || c == 0x00DF; }
+bool IsCased(char32_t c) { return IsUpperCase(c) || IsLowerCase(c) || IsTitleCase(c); }
 bool IsDigit(char32_t c) { return c >= '0' && c <= '9'; }
 
 bool IsAlpha(char32_t c) {
@@ -232,7 +250,7 @@ std::string PyCapitalize(std::string_view text) {
   std::u32string in = DecodeUtf8(text), out;
   for (size_t i = 0; i < in.size(); ++i) {
     if (i == 0) {
-      AppendUpper(in[i], &out);
+      AppendTitle(in[i], &out);
     } else {
       out.push_back(LowerAt(in, i));
     }
@@ -248,7 +266,7 @@ std::string PyTitle(std::string_view text) {
     if (previous_cased) {
       out.push_back(LowerAt(in, i));
     } else {
-      AppendUpper(c, &out);
+      AppendTitle(c, &out);
     }
     previous_cased = IsCased(c);
   }

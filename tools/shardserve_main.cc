@@ -2,7 +2,7 @@
 //
 //   shardserve run --model=smollm2 --prompt="Hello" [--chat] [--max_tokens=N] [--json] ...
 //
-// Subcommands: run (generate in this process). Flags follow the subcommand; `shardserve help`
+// Subcommands: run (generate in this process), bench-engine (time the engine). Flags follow the subcommand; `shardserve help`
 // lists them.
 #include <cstdio>
 #include <string>
@@ -10,6 +10,7 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "tools/bench_engine_command.h"
 #include "tools/run_command.h"
 
 namespace {
@@ -17,10 +18,12 @@ namespace {
 constexpr char kUsage[] =
     "usage: shardserve <command> [flags]\n"
     "commands:\n"
-    "  run     generate text for one prompt in this process\n"
+    "  run           generate text for one prompt in this process\n"
+    "  bench-engine  time prefill and decode of the in-process engine (JSON)\n"
     "run flags: --model --prompt --chat --system --max_tokens --min_tokens --temperature --top_k\n"
     "           --top_p --min_p --repetition_penalty --presence_penalty --frequency_penalty\n"
-    "           --seed --ignore_eos --stop --logprobs --threads --json\n";
+    "           --seed --ignore_eos --stop --logprobs --threads --json\n"
+    "bench-engine flags: --model --threads --prefill_tokens --decode_tokens --repeats\n";
 
 }  // namespace
 
@@ -37,6 +40,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "run") return shardserve::RunCommand();
+  if (command == "bench-engine") return shardserve::BenchEngineCommand();
   if (command == "help") {
     std::fputs(kUsage, stdout);
     return 0;
