@@ -49,7 +49,7 @@ inline uint16_t FloatToFp16(float f) {
     if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
     const uint32_t e = abs >> 23;
     const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126 - e + 14 - 1 + 1;  // bring to half subnormal scale
+    const uint32_t shift = 126 - e;  // mantissa (with its implicit bit) in units of 2^-24
     uint32_t half_m = m >> shift;
     const uint32_t rem = m & ((1u << shift) - 1);
     const uint32_t halfway = 1u << (shift - 1);

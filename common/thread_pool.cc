@@ -52,6 +52,7 @@ void ThreadPool::WorkerLoop(int thread_idx) {
     while (gen == seen && spins < kSpinIterations) {
       CpuRelax();
       ++spins;
+      if ((spins & 1023) == 0) sched_yield();
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
@@ -82,7 +83,15 @@ void ThreadPool::Run(const std::function<void(int, int)>& fn) {
   }
   if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
   fn(0, num_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) CpuRelax();
+  // Spin first (the usual wait is microseconds); yield the core once it gets long, so a worker
+  // that the OS descheduled on an oversubscribed machine can run.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < kSpinIterations) {
+      CpuRelax();
+    } else {
+      sched_yield();
+    }
+  }
   job_ = nullptr;
 }
 

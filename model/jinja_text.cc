@@ -487,7 +487,7 @@ std::string PyFloatRepr(double value) {
   if (point > 16 || point < -3) {
     out += digits.substr(0, 1);
     if (digits.size() > 1) out += "." + digits.substr(1);
-    char exp_buf[8];
+    char exp_buf[16];
     std::snprintf(exp_buf, sizeof(exp_buf), "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
     return out + exp_buf;
   }

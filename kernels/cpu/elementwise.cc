@@ -87,14 +87,15 @@ void SoftmaxRows(float* x, int64_t rows, int64_t cols) {
     float* row = x + r * cols;
     float max = -INFINITY;
     for (int64_t c = 0; c < cols; ++c) max = row[c] > max ? row[c] : max;
-    float sum = 0.0f;
+    // Rows can be vocabulary-sized: a float sum would lose digits.
+    double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t c = 0; c < cols; ++c) {
       const float e = ExpF(row[c] - max);
       row[c] = e;
       sum += e;
     }
-    const float inv = 1.0f / sum;
+    const float inv = static_cast<float>(1.0 / sum);
     for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
   }
 }

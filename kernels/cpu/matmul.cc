@@ -90,7 +90,7 @@ void MatMulDecode(const TensorView& x, const TensorView& w, const TensorView& y,
     x_stride = PackedActivationBytes(w.dtype, k);
     if (packed.size() < static_cast<size_t>(m * x_stride)) packed.resize(m * x_stride);
     for (int64_t i = 0; i < m; ++i) {
-      PackActivations(w.dtype, x.row<float>(i), k, packed.data() + i * x_stride);
+      PackActivations(w.dtype, x.row<float>(i), k, packed.data() + i * x_stride, isa);
     }
     xp = packed.data();
   }

@@ -13,12 +13,12 @@ void RouteToken(const float* logits, int num_experts, int k, bool norm_topk_prob
                 int32_t* ids, float* weights) {
   float max = logits[0];
   for (int e = 1; e < num_experts; ++e) max = std::max(max, logits[e]);
-  float sum = 0.0f;
+  double sum = 0.0;
   for (int e = 0; e < num_experts; ++e) {
     probs[e] = ExpF(logits[e] - max);
     sum += probs[e];
   }
-  const float inv_sum = 1.0f / sum;
+  const float inv_sum = static_cast<float>(1.0 / sum);
   for (int e = 0; e < num_experts; ++e) probs[e] *= inv_sum;
 
   // Insertion into a sorted list of k: k is small (2..8) and experts are visited by increasing

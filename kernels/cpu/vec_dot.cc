@@ -111,6 +111,11 @@ int64_t PackedActivationBytes(DType weight_type, int64_t k) {
 }
 
 void PackActivations(DType weight_type, const float* x, int64_t k, uint8_t* dst) {
+  PackActivations(weight_type, x, k, dst, ActiveIsa());
+}
+
+void PackActivations(DType weight_type, const float* x, int64_t k, uint8_t* dst, Isa isa) {
+  const bool simd = isa >= Isa::kAvx2;
   switch (weight_type) {
     case DType::kF32:
     case DType::kF16:
@@ -119,9 +124,10 @@ void PackActivations(DType weight_type, const float* x, int64_t k, uint8_t* dst)
       return;
     case DType::kQ4_0:
     case DType::kQ4_1:
-      return PackQ8(x, k, dst, /*paired=*/true);
-    case DType::kQ8_0:
-      return PackQ8(x, k, dst, /*paired=*/false);
+    case DType::kQ8_0: {
+      const bool paired = weight_type != DType::kQ8_0;
+      return simd ? internal::PackQ8Avx2(x, k, dst, paired) : PackQ8(x, k, dst, paired);
+    }
     case DType::kQ4_K:
     case DType::kQ6_K:
       return QuantizeRow(DType::kQ8_K, x, dst, k);

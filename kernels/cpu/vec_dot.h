@@ -52,8 +52,10 @@ const VecDotKernel* GetVecDotKernel(DType weight_type, Isa isa);
 // k % BlockSize(weight_type) == 0.
 int64_t PackedActivationBytes(DType weight_type, int64_t k);
 
-// Writes PackedActivationBytes(weight_type, k) bytes at dst from x[0, k).
+// Writes PackedActivationBytes(weight_type, k) bytes at dst from x[0, k). Every ISA level writes
+// the same bytes; the first form uses ActiveIsa(). REQUIRES: isa <= MaxSupportedIsa().
 void PackActivations(DType weight_type, const float* x, int64_t k, uint8_t* dst);
+void PackActivations(DType weight_type, const float* x, int64_t k, uint8_t* dst, Isa isa);
 
 }  // namespace shardserve::cpu
 

@@ -128,8 +128,8 @@ void DotQ4Tile(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_
       UnpackPair(wb + kOff, wb + kBB + kOff, &lo, &hi);
       for (int i = 0; i < NX; ++i) {
         const uint8_t* xr = x + i * xs;
-        const __m256 xds = _mm256_castps128_ps256(_mm_loadu_ps(ActDs(xr, k) + 2 * b));
-        const __m256 prod = _mm256_mul_ps(wsc, xds);  // lanes 4-7: 0 * junk from the cast
+        const __m256 xds = _mm256_zextps128_ps256(_mm_loadu_ps(ActDs(xr, k) + 2 * b));
+        const __m256 prod = _mm256_mul_ps(wsc, xds);  // lanes 4-7 are 0
         const __m256 a = _mm256_fmadd_ps(prod, min_mask, acc[r][i]);
         acc[r][i] = _mm256_fmadd_ps(PairDot(lo, hi, ActQs(xr) + kQk * b),
                                     _mm256_permutevar8x32_ps(prod, idx01), a);
@@ -257,6 +257,44 @@ struct Q8_0Kernel {
 };
 
 }  // namespace
+
+void PackQ8Avx2(const float* x, int64_t k, uint8_t* dst, bool paired) {
+  const int64_t nb = k / kQk;
+  auto* qs = reinterpret_cast<int8_t*>(dst);
+  float* ds = reinterpret_cast<float*>(dst + k);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + kQk * b;
+    __m256 v[4];
+    for (int t = 0; t < 4; ++t) v[t] = _mm256_loadu_ps(xb + 8 * t);
+    const __m256 m =
+        _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                      _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    __m256i q[4];
+    // Round half to even (the default rounding mode), as the scalar packer's nearbyint.
+    for (int t = 0; t < 4; ++t) q[t] = _mm256_cvtps_epi32(_mm256_mul_ps(v[t], id));
+    const __m256i sum32 =
+        _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum32), _mm256_extracti128_si256(sum32, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    // The packs work within 128-bit lanes; the permute puts the 32 bytes back in order.
+    const __m256i q8 = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])),
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    int8_t* lo = qs + (paired ? PairedIndex(b, 0, nb) : kQk * b);
+    int8_t* hi = qs + (paired ? PairedIndex(b, 16, nb) : kQk * b + 16);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lo), _mm256_castsi256_si128(q8));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(hi), _mm256_extracti128_si256(q8, 1));
+    ds[2 * b] = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+    ds[2 * b + 1] = ds[2 * b] * static_cast<float>(_mm_cvtsi128_si32(s4));
+  }
+}
 
 void DotTileAvx2Q4_0(int64_t k, const uint8_t* w, int64_t ws, int64_t nw, const uint8_t* x,
                      int64_t xs, int64_t nx, float* y, int64_t ys) {

@@ -79,6 +79,24 @@ TEST(VecDotTest, PackQ8FollowsLlamaCppQuantizer) {
   }
 }
 
+TEST(VecDotTest, PackingIsTheSameOnEveryIsa) {
+  std::mt19937 rng(8);
+  for (DType type : kWeightTypes) {
+    for (int64_t k : {256, 288, 576}) {
+      if (k % BlockSize(type) != 0) continue;
+      std::vector<float> x = RandomVec(k, &rng);
+      std::fill(x.begin(), x.begin() + 32, 0.0f);  // a zero block
+      std::vector<uint8_t> want(PackedActivationBytes(type, k));
+      PackActivations(type, x.data(), k, want.data(), Isa::kScalar);
+      for (int level = 1; level <= static_cast<int>(MaxSupportedIsa()); ++level) {
+        std::vector<uint8_t> got(want.size());
+        PackActivations(type, x.data(), k, got.data(), static_cast<Isa>(level));
+        EXPECT_EQ(got, want) << DTypeName(type) << " k=" << k << " level " << level;
+      }
+    }
+  }
+}
+
 // Every kernel against float math on the values it reads, and every ISA against the scalar one.
 TEST(VecDotTest, KernelsMatchReferenceOnEveryIsa) {
   std::mt19937 rng(11);

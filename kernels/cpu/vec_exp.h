@@ -8,7 +8,7 @@
 //
 // NOTES: GCC only if-converts the clamps below (and so vectorises loops calling ExpF) with
 // -fno-trapping-math, and vectorises loops of unknown trip count at -O3; targets that include
-// this header set both (see kVecCopts in BUILD.bazel).
+// this header set both (OPS_COPTS in BUILD.bazel).
 #ifndef SHARDSERVE_KERNELS_CPU_VEC_EXP_H_
 #define SHARDSERVE_KERNELS_CPU_VEC_EXP_H_
 
