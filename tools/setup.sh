@@ -23,7 +23,7 @@ APT_PACKAGES=(
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus-cpp-dev libgloo-dev libopenblas-dev libonig-dev
-  nlohmann-json3-dev libcpp-httplib-dev
+  nlohmann-json3-dev libcpp-httplib-dev libicu-dev
   clang-14 libclang-rt-14-dev
 )
 
