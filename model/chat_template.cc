@@ -7,8 +7,8 @@
 
 namespace shardserve {
 
-ChatTemplate::ChatTemplate(jinja::JinjaTemplate compiled, std::string source,
-                           std::string bos_token, std::string eos_token)
+ChatTemplate::ChatTemplate(jinja::JinjaTemplate compiled, std::string source, std::string bos_token,
+                           std::string eos_token)
     : compiled_(std::move(compiled)),
       source_(std::move(source)),
       bos_token_(std::move(bos_token)),
@@ -26,9 +26,9 @@ absl::StatusOr<std::string> ChatTemplate::Apply(const std::vector<ChatMessage>& 
   return Apply(messages, add_generation_prompt, nullptr);
 }
 
-absl::StatusOr<std::string> ChatTemplate::Apply(const std::vector<ChatMessage>& messages,
-                                                bool add_generation_prompt,
-                                                const nlohmann::ordered_json& extra_variables) const {
+absl::StatusOr<std::string> ChatTemplate::Apply(
+    const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+    const nlohmann::ordered_json& extra_variables) const {
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const ChatMessage& message : messages) {
     list.push_back({{"role", message.role}, {"content", message.content}});
@@ -45,12 +45,9 @@ absl::StatusOr<std::string> ChatTemplate::ApplyJson(
   }
   // The same variables, in the same order, as transformers' render_jinja_template.
   nlohmann::ordered_json variables = {
-      {"messages", messages},
-      {"tools", nullptr},
-      {"documents", nullptr},
-      {"add_generation_prompt", add_generation_prompt},
-      {"bos_token", bos_token_},
-      {"eos_token", eos_token_},
+      {"messages", messages},    {"tools", nullptr},
+      {"documents", nullptr},    {"add_generation_prompt", add_generation_prompt},
+      {"bos_token", bos_token_}, {"eos_token", eos_token_},
   };
   if (extra_variables.is_object()) {
     for (const auto& [name, value] : extra_variables.items()) variables[name] = value;

@@ -29,7 +29,7 @@
 namespace shardserve {
 
 struct ChatMessage {
-  std::string role;     // "system", "user", "assistant", "tool", ...
+  std::string role;  // "system", "user", "assistant", "tool", ...
   std::string content;
 };
 

@@ -49,9 +49,9 @@ TEST(ChatTemplateTest, RendersEveryModelTemplateAsTransformersDoes) {
   int rendered = 0, rejected = 0;
   for (const json& spec : fixture["templates"]) {
     const std::string name = spec["name"].get<std::string>();
-    absl::StatusOr<ChatTemplate> chat =
-        ChatTemplate::Create(ReadFile(spec["file"].get<std::string>()),
-                             spec["bos_token"].get<std::string>(), spec["eos_token"].get<std::string>());
+    absl::StatusOr<ChatTemplate> chat = ChatTemplate::Create(
+        ReadFile(spec["file"].get<std::string>()), spec["bos_token"].get<std::string>(),
+        spec["eos_token"].get<std::string>());
     ASSERT_TRUE(chat.ok()) << name << ": " << chat.status();
     for (const json& c : spec["cases"]) {
       SCOPED_TRACE(name + " / " + c["name"].get<std::string>());

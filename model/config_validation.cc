@@ -29,14 +29,22 @@ float DoubleToFloat(double v) {
 
 std::string ArchitectureName(Architecture arch) {
   switch (arch) {
-    case Architecture::kLlama: return "llama";
-    case Architecture::kMistral: return "mistral";
-    case Architecture::kQwen2: return "qwen2";
-    case Architecture::kQwen3: return "qwen3";
-    case Architecture::kMixtral: return "mixtral";
-    case Architecture::kQwen2Moe: return "qwen2moe";
-    case Architecture::kQwen3Moe: return "qwen3moe";
-    case Architecture::kOlmoe: return "olmoe";
+    case Architecture::kLlama:
+      return "llama";
+    case Architecture::kMistral:
+      return "mistral";
+    case Architecture::kQwen2:
+      return "qwen2";
+    case Architecture::kQwen3:
+      return "qwen3";
+    case Architecture::kMixtral:
+      return "mixtral";
+    case Architecture::kQwen2Moe:
+      return "qwen2moe";
+    case Architecture::kQwen3Moe:
+      return "qwen3moe";
+    case Architecture::kOlmoe:
+      return "olmoe";
   }
   return "unknown";
 }
@@ -80,8 +88,9 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
     if (rs.type == RopeScaling::Type::kLlama3 &&
         (!(rs.low_freq_factor > 0.0f) || !(rs.high_freq_factor > rs.low_freq_factor) ||
          !std::isfinite(rs.high_freq_factor) || rs.original_max_position <= 0)) {
-      return error("llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and a "
-                   "positive original_max_position_embeddings");
+      return error(
+          "llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and a "
+          "positive original_max_position_embeddings");
     }
   }
 
@@ -96,8 +105,7 @@ absl::Status ValidateModelConfig(const ModelConfig& c, absl::string_view source)
     if (!(s = check_range("moe_intermediate_size", c.moe_intermediate_size, kMaxWidth)).ok()) {
       return s;
     }
-    if (c.shared_expert_intermediate_size < 0 ||
-        c.shared_expert_intermediate_size > kMaxWidth) {
+    if (c.shared_expert_intermediate_size < 0 || c.shared_expert_intermediate_size > kMaxWidth) {
       return error("shared_expert_intermediate_size ", c.shared_expert_intermediate_size,
                    " is out of range");
     }

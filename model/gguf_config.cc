@@ -66,9 +66,9 @@ absl::Status ReadRopeScaling(const GgufFile& gguf, const ArchKeys& k, ModelConfi
     ASSIGN_OR_RETURN(std::string type, gguf.GetString(k.Key("rope.scaling.type")));
     if (type == "none") return absl::OkStatus();
     if (type != "linear") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          gguf.name(), ": unsupported ", k.Key("rope.scaling.type"), " '", type,
-          "'; supported: none, linear"));
+      return absl::InvalidArgumentError(absl::StrCat(gguf.name(), ": unsupported ",
+                                                     k.Key("rope.scaling.type"), " '", type,
+                                                     "'; supported: none, linear"));
     }
     ASSIGN_OR_RETURN(double factor, k.Float("rope.scaling.factor"));
     rs.type = RopeScaling::Type::kLinear;
@@ -118,9 +118,9 @@ absl::StatusOr<int64_t> ReadVocabSize(const GgufFile& gguf, const ArchKeys& k) {
   }
   const GgufTensorInfo* embd = gguf.FindTensor("token_embd.weight");
   if (embd != nullptr && embd->ndim == 2) return embd->shape[0];
-  return absl::InvalidArgumentError(absl::StrCat(
-      gguf.name(), ": cannot tell the vocabulary size (no ", k.Key("vocab_size"),
-      ", tokenizer.ggml.tokens or token_embd.weight)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(gguf.name(), ": cannot tell the vocabulary size (no ", k.Key("vocab_size"),
+                   ", tokenizer.ggml.tokens or token_embd.weight)"));
 }
 
 absl::Status ReadTokenIds(const GgufFile& gguf, ModelConfig* c) {
@@ -180,9 +180,9 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& gguf) {
   ASSIGN_OR_RETURN(int64_t value_dim, k.Int("attention.value_length", c.head_dim));
   ASSIGN_OR_RETURN(int64_t rope_dims, k.Int("rope.dimension_count", c.head_dim));
   if (value_dim != c.head_dim || rope_dims != c.head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        gguf.name(), ": value_length ", value_dim, " and rope.dimension_count ", rope_dims,
-        " must equal the head dimension ", c.head_dim));
+    return absl::InvalidArgumentError(absl::StrCat(gguf.name(), ": value_length ", value_dim,
+                                                   " and rope.dimension_count ", rope_dims,
+                                                   " must equal the head dimension ", c.head_dim));
   }
   ASSIGN_OR_RETURN(double eps, k.Float("attention.layer_norm_rms_epsilon"));
   c.rms_norm_eps = DoubleToFloat(eps);

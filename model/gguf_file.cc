@@ -18,51 +18,26 @@ constexpr uint64_t kMaxAlignment = uint64_t{1} << 30;
 constexpr uint32_t kMaxTypeId = 12;
 // Smallest possible encodings, used to reject counts the remaining bytes cannot hold before
 // anything is allocated for them.
-constexpr uint64_t kMinKvBytes = 8 + 4 + 1;          // key length, type, a one-byte value
+constexpr uint64_t kMinKvBytes = 8 + 4 + 1;                  // key length, type, a one-byte value
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;  // name length, n_dims, ne[0],
                                                              // type, offset
 
-// Bytes of one element of a fixed-size type; 0 for strings and arrays.
-uint64_t ScalarBytes(GgufType t) {
-  switch (t) {
-    case GgufType::kUint8:
-    case GgufType::kInt8:
-    case GgufType::kBool:
-      return 1;
-    case GgufType::kUint16:
-    case GgufType::kInt16:
-      return 2;
-    case GgufType::kUint32:
-    case GgufType::kInt32:
-    case GgufType::kFloat32:
-      return 4;
-    case GgufType::kUint64:
-    case GgufType::kInt64:
-    case GgufType::kFloat64:
-      return 8;
-    case GgufType::kString:
-    case GgufType::kArray:
-      return 0;
-  }
-  return 0;
-}
+struct TypeInfo {
+  const char* name;
+  uint64_t bytes;  // of one element; 0 for strings and arrays
+  bool is_integer;
+};
 
-bool IsIntegerType(GgufType t) {
-  switch (t) {
-    case GgufType::kUint8:
-    case GgufType::kInt8:
-    case GgufType::kUint16:
-    case GgufType::kInt16:
-    case GgufType::kUint32:
-    case GgufType::kInt32:
-    case GgufType::kUint64:
-    case GgufType::kInt64:
-      return true;
-    default:
-      return false;
-  }
-}
+// Indexed by GgufType id.
+constexpr TypeInfo kTypes[kMaxTypeId + 1] = {
+    {"uint8", 1, true},    {"int8", 1, true},   {"uint16", 2, true},   {"int16", 2, true},
+    {"uint32", 4, true},   {"int32", 4, true},  {"float32", 4, false}, {"bool", 1, false},
+    {"string", 0, false},  {"array", 0, false}, {"uint64", 8, true},   {"int64", 8, true},
+    {"float64", 8, false},
+};
 
+uint64_t ScalarBytes(GgufType t) { return kTypes[static_cast<uint32_t>(t)].bytes; }
+bool IsIntegerType(GgufType t) { return kTypes[static_cast<uint32_t>(t)].is_integer; }
 bool IsFloatType(GgufType t) { return t == GgufType::kFloat32 || t == GgufType::kFloat64; }
 
 template <typename T>
@@ -72,21 +47,32 @@ T Load(const uint8_t* p) {
   return v;
 }
 
-// Decodes an integer element at `p`. False when it does not fit int64_t.
+bool Set(int64_t v, int64_t* out) {
+  *out = v;
+  return true;
+}
+
+// Decodes an integer element at `p`. False when it is not an integer or does not fit int64_t.
 bool LoadInt(GgufType t, const uint8_t* p, int64_t* out) {
   switch (t) {
-    case GgufType::kUint8: *out = Load<uint8_t>(p); return true;
-    case GgufType::kInt8: *out = Load<int8_t>(p); return true;
-    case GgufType::kUint16: *out = Load<uint16_t>(p); return true;
-    case GgufType::kInt16: *out = Load<int16_t>(p); return true;
-    case GgufType::kUint32: *out = Load<uint32_t>(p); return true;
-    case GgufType::kInt32: *out = Load<int32_t>(p); return true;
-    case GgufType::kInt64: *out = Load<int64_t>(p); return true;
+    case GgufType::kUint8:
+      return Set(Load<uint8_t>(p), out);
+    case GgufType::kInt8:
+      return Set(Load<int8_t>(p), out);
+    case GgufType::kUint16:
+      return Set(Load<uint16_t>(p), out);
+    case GgufType::kInt16:
+      return Set(Load<int16_t>(p), out);
+    case GgufType::kUint32:
+      return Set(Load<uint32_t>(p), out);
+    case GgufType::kInt32:
+      return Set(Load<int32_t>(p), out);
+    case GgufType::kInt64:
+      return Set(Load<int64_t>(p), out);
     case GgufType::kUint64: {
       const uint64_t v = Load<uint64_t>(p);
       if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
-      *out = static_cast<int64_t>(v);
-      return true;
+      return Set(static_cast<int64_t>(v), out);
     }
     default:
       return false;
@@ -94,61 +80,33 @@ bool LoadInt(GgufType t, const uint8_t* p, int64_t* out) {
 }
 
 double LoadNumber(GgufType t, const uint8_t* p) {
-  switch (t) {
-    case GgufType::kFloat32: return Load<float>(p);
-    case GgufType::kFloat64: return Load<double>(p);
-    case GgufType::kUint64: return static_cast<double>(Load<uint64_t>(p));
-    default: {
-      int64_t v = 0;
-      LoadInt(t, p, &v);
-      return static_cast<double>(v);
-    }
-  }
+  if (t == GgufType::kFloat32) return Load<float>(p);
+  if (t == GgufType::kFloat64) return Load<double>(p);
+  if (t == GgufType::kUint64) return static_cast<double>(Load<uint64_t>(p));
+  int64_t v = 0;
+  LoadInt(t, p, &v);
+  return static_cast<double>(v);
 }
 
 // Names of ggml tensor types that exist but that we do not read, for messages.
 const char* KnownGgmlTypeName(uint32_t id) {
-  switch (id) {
-    case 6: return "q5_0";
-    case 7: return "q5_1";
-    case 10: return "q2_k";
-    case 11: return "q3_k";
-    case 13: return "q5_k";
-    case 16: return "iq2_xxs";
-    case 17: return "iq2_xs";
-    case 18: return "iq3_xxs";
-    case 19: return "iq1_s";
-    case 20: return "iq4_nl";
-    case 21: return "iq3_s";
-    case 22: return "iq2_s";
-    case 23: return "iq4_xs";
-    case 29: return "iq1_m";
-    case 34: return "tq1_0";
-    case 35: return "tq2_0";
-    case 39: return "mxfp4";
-    default: return nullptr;
+  static constexpr std::pair<uint32_t, const char*> kNames[] = {
+      {6, "q5_0"},     {7, "q5_1"},    {10, "q2_k"},    {11, "q3_k"},  {13, "q5_k"},
+      {16, "iq2_xxs"}, {17, "iq2_xs"}, {18, "iq3_xxs"}, {19, "iq1_s"}, {20, "iq4_nl"},
+      {21, "iq3_s"},   {22, "iq2_s"},  {23, "iq4_xs"},  {29, "iq1_m"}, {34, "tq1_0"},
+      {35, "tq2_0"},   {39, "mxfp4"},
+  };
+  for (const auto& [known_id, name] : kNames) {
+    if (known_id == id) return name;
   }
+  return nullptr;
 }
 
 }  // namespace
 
 std::string GgufTypeName(GgufType type) {
-  switch (type) {
-    case GgufType::kUint8: return "uint8";
-    case GgufType::kInt8: return "int8";
-    case GgufType::kUint16: return "uint16";
-    case GgufType::kInt16: return "int16";
-    case GgufType::kUint32: return "uint32";
-    case GgufType::kInt32: return "int32";
-    case GgufType::kFloat32: return "float32";
-    case GgufType::kBool: return "bool";
-    case GgufType::kString: return "string";
-    case GgufType::kArray: return "array";
-    case GgufType::kUint64: return "uint64";
-    case GgufType::kInt64: return "int64";
-    case GgufType::kFloat64: return "float64";
-  }
-  return absl::StrCat("type ", static_cast<uint32_t>(type));
+  const uint32_t id = static_cast<uint32_t>(type);
+  return id <= kMaxTypeId ? kTypes[id].name : absl::StrCat("type ", id);
 }
 
 TensorView GgufTensorInfo::view() const {
@@ -184,8 +142,8 @@ class GgufFile::Parser {
 
   absl::Status Need(uint64_t n, absl::string_view what) const {
     if (n > remaining()) {
-      return Error(absl::StrCat("truncated ", what, " at byte ", pos_, " (needs ", n,
-                                " bytes, ", remaining(), " left)"));
+      return Error(absl::StrCat("truncated ", what, " at byte ", pos_, " (needs ", n, " bytes, ",
+                                remaining(), " left)"));
     }
     return absl::OkStatus();
   }
@@ -208,8 +166,8 @@ class GgufFile::Parser {
     uint64_t len = 0;
     RETURN_IF_ERROR(ReadU64(&len, what));
     if (len > remaining()) {
-      return Error(absl::StrCat(what, ": string length ", len, " exceeds the ", remaining(),
-                                " bytes left"));
+      return Error(
+          absl::StrCat(what, ": string length ", len, " exceeds the ", remaining(), " bytes left"));
     }
     *out = absl::string_view(reinterpret_cast<const char*>(bytes_.data() + pos_), len);
     pos_ += len;
@@ -286,9 +244,8 @@ class GgufFile::Parser {
     } else {
       const uint64_t elem = ScalarBytes(v->element_type);
       if (v->count > remaining() / elem) {
-        return Error(absl::StrCat(what, ": array of ", v->count, " ",
-                                  GgufTypeName(v->element_type), " cannot fit in the ",
-                                  remaining(), " bytes left"));
+        return Error(absl::StrCat(what, ": array of ", v->count, " ", GgufTypeName(v->element_type),
+                                  " cannot fit in the ", remaining(), " bytes left"));
       }
       pos_ += v->count * elem;
     }
@@ -316,8 +273,8 @@ class GgufFile::Parser {
     }
     ASSIGN_OR_RETURN(int64_t a, f_->GetInt("general.alignment"));
     if (a <= 0 || static_cast<uint64_t>(a) > kMaxAlignment || (a & (a - 1)) != 0) {
-      return Error(absl::StrCat("general.alignment ", a, " is not a power of two up to ",
-                                kMaxAlignment));
+      return Error(
+          absl::StrCat("general.alignment ", a, " is not a power of two up to ", kMaxAlignment));
     }
     f_->alignment_ = static_cast<uint64_t>(a);
     return absl::OkStatus();
@@ -349,11 +306,11 @@ class GgufFile::Parser {
     t.dtype = DTypeFromGgufId(type_id);
     if (t.dtype == DType::kInvalid) {
       const char* known = KnownGgmlTypeName(type_id);
-      return Error(absl::StrCat(what, ": ",
-                                known != nullptr ? absl::StrCat("tensor type ", known, " (id ",
-                                                                type_id, ") is not supported")
-                                                 : absl::StrCat("unknown tensor type id ",
-                                                                type_id)));
+      return Error(absl::StrCat(
+          what, ": ",
+          known != nullptr
+              ? absl::StrCat("tensor type ", known, " (id ", type_id, ") is not supported")
+              : absl::StrCat("unknown tensor type id ", type_id)));
     }
     RETURN_IF_ERROR(ReadU64(&t.offset, what));
     const int64_t block = BlockSize(t.dtype);
@@ -426,7 +383,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
 }
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::string name,
-                                                         absl::Span<const uint8_t> bytes) {
+                                                          absl::Span<const uint8_t> bytes) {
   std::unique_ptr<GgufFile> file(new GgufFile(std::move(name), bytes));
   Parser parser(file.get());
   RETURN_IF_ERROR(parser.Run());
@@ -451,15 +408,14 @@ absl::StatusOr<const GgufFile::Value*> GgufFile::Find(absl::string_view key) con
 }
 
 absl::Status GgufFile::TypeError(const Value& v, absl::string_view wanted) const {
-  const std::string actual =
-      v.type == GgufType::kArray ? absl::StrCat("array[", GgufTypeName(v.element_type), "]")
+  const std::string actual = v.type == GgufType::kArray
+                                 ? absl::StrCat("array[", GgufTypeName(v.element_type), "]")
                                  : GgufTypeName(v.type);
-  return absl::InvalidArgumentError(absl::StrCat(name_, ": metadata '", v.key, "' is ", actual,
-                                                 ", expected ", wanted));
+  return absl::InvalidArgumentError(
+      absl::StrCat(name_, ": metadata '", v.key, "' is ", actual, ", expected ", wanted));
 }
 
-absl::StatusOr<GgufType> GgufFile::TypeOf(absl::string_view key,
-                                          GgufType* element_type) const {
+absl::StatusOr<GgufType> GgufFile::TypeOf(absl::string_view key, GgufType* element_type) const {
   ASSIGN_OR_RETURN(const Value* v, Find(key));
   if (element_type != nullptr) *element_type = v->element_type;
   return v->type;

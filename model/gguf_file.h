@@ -56,8 +56,8 @@ struct GgufTensorInfo {
   DType dtype = DType::kInvalid;
   int ndim = 0;
   std::array<int64_t, TensorView::kMaxDims> shape{};  // outermost first (GGUF's ne[] reversed)
-  uint64_t offset = 0;            // from the start of the data section
-  const uint8_t* data = nullptr;  // into the file's bytes
+  uint64_t offset = 0;                                // from the start of the data section
+  const uint8_t* data = nullptr;                      // into the file's bytes
   int64_t nbytes = 0;
 
   // A packed CPU view of the whole tensor. Valid while the GgufFile lives.

@@ -269,9 +269,9 @@ TEST(GgufFileTest, RejectsBadTensorInfos) {
                  {"'t'", "extends past the end"});
   ExpectRejected(GgufBuilder().AddRawTensor("t", {4}, 0, f32x4, 8).Build(),
                  {"'t'", "not a multiple of the alignment 32"});
-  ExpectRejected(GgufBuilder().AddTensor("t", DType::kF32, {4}).AddTensor("t", DType::kF32, {4})
-                     .Build(),
-                 {"duplicate tensor name 't'"});
+  ExpectRejected(
+      GgufBuilder().AddTensor("t", DType::kF32, {4}).AddTensor("t", DType::kF32, {4}).Build(),
+      {"duplicate tensor name 't'"});
   // Data section dropped entirely: it would start past the end of the file.
   std::vector<uint8_t> no_data = GgufBuilder().AddRawTensor("t", {4}, 0, f32x4).Build();
   no_data.resize(no_data.size() - 16);

@@ -14,9 +14,8 @@
 namespace shardserve {
 namespace {
 
-constexpr DType kSupportedDTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16,
-                                      DType::kQ8_0, DType::kQ4_0, DType::kQ4_1,
-                                      DType::kQ4_K, DType::kQ6_K};
+constexpr DType kSupportedDTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0,
+                                      DType::kQ4_0, DType::kQ4_1, DType::kQ4_K, DType::kQ6_K};
 
 // Splits "blk.L.ffn_gate.E" into "blk.L.ffn_gate_exps.weight" and E; false for other names.
 bool ParseExpertName(const std::string& name, std::string* stacked, int64_t* expert) {
@@ -31,8 +30,7 @@ bool ParseExpertName(const std::string& name, std::string* stacked, int64_t* exp
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GgufWeightSource>> GgufWeightSource::Open(
-    const std::string& path) {
+absl::StatusOr<std::unique_ptr<GgufWeightSource>> GgufWeightSource::Open(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::Open(path));
   return FromFile(std::move(file));
 }
@@ -61,8 +59,8 @@ absl::StatusOr<TensorView> GgufWeightSource::Get(const std::string& name) const 
   std::string stacked;
   int64_t expert = 0;
   if (ParseExpertName(name, &stacked, &expert)) return ExpertSlice(name, stacked, expert);
-  return absl::NotFoundError(absl::StrCat(file_->name(), ": no tensor '", name,
-                                          "' (looked for '", file_name, "')"));
+  return absl::NotFoundError(
+      absl::StrCat(file_->name(), ": no tensor '", name, "' (looked for '", file_name, "')"));
 }
 
 absl::StatusOr<TensorView> GgufWeightSource::ExpertSlice(const std::string& name,
@@ -70,8 +68,8 @@ absl::StatusOr<TensorView> GgufWeightSource::ExpertSlice(const std::string& name
                                                          int64_t expert) const {
   const GgufTensorInfo* t = file_->FindTensor(stacked_name);
   if (t == nullptr) {
-    return absl::NotFoundError(absl::StrCat(file_->name(), ": no tensor '", name,
-                                            "' (looked for '", stacked_name, "')"));
+    return absl::NotFoundError(
+        absl::StrCat(file_->name(), ": no tensor '", name, "' (looked for '", stacked_name, "')"));
   }
   if (t->ndim != 3 || t->shape[0] != config_.num_experts) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -22,8 +22,7 @@ class GgufWeightSource : public WeightSource {
   // Opens and validates the file at `path`.
   static absl::StatusOr<std::unique_ptr<GgufWeightSource>> Open(const std::string& path);
   // Takes an already parsed file (in-memory tests, the fuzzer) and validates it.
-  static absl::StatusOr<std::unique_ptr<GgufWeightSource>> FromFile(
-      std::unique_ptr<GgufFile> file);
+  static absl::StatusOr<std::unique_ptr<GgufWeightSource>> FromFile(std::unique_ptr<GgufFile> file);
 
   const ModelConfig& config() const override { return config_; }
   absl::StatusOr<TensorView> Get(const std::string& name) const override;

@@ -42,8 +42,8 @@ std::string SupportedList() {
 }
 
 absl::Status UnsupportedArchitecture(const std::string& name, const std::string& source) {
-  return absl::InvalidArgumentError(absl::StrCat("unsupported architecture ", name, " in ",
-                                                 source, "; supported: ", SupportedList()));
+  return absl::InvalidArgumentError(absl::StrCat("unsupported architecture ", name, " in ", source,
+                                                 "; supported: ", SupportedList()));
 }
 
 // Typed, defaulted access to the keys of one JSON object; errors name the source and key.
@@ -135,8 +135,8 @@ absl::StatusOr<Architecture> ReadArchitecture(const Fields& f, std::string* name
   for (const ArchEntry& e : kArchitectures) {
     if (*name == e.model_type) return e.arch;
   }
-  return UnsupportedArchitecture(
-      name->empty() ? "(no 'architectures' or 'model_type')" : *name, f.source());
+  return UnsupportedArchitecture(name->empty() ? "(no 'architectures' or 'model_type')" : *name,
+                                 f.source());
 }
 
 // `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5, which also moved
@@ -180,8 +180,8 @@ absl::Status ReadRope(const Fields& f, Architecture arch, ModelConfig* c) {
     rs.high_freq_factor = DoubleToFloat(high);
     return absl::OkStatus();
   }
-  return f.Error(absl::StrCat("unsupported rope_scaling type '", type,
-                              "'; supported: linear, llama3"));
+  return f.Error(
+      absl::StrCat("unsupported rope_scaling type '", type, "'; supported: linear, llama3"));
 }
 
 absl::Status ReadMoe(const Fields& f, Architecture arch, ModelConfig* c) {
@@ -216,8 +216,9 @@ absl::Status ReadMoe(const Fields& f, Architecture arch, ModelConfig* c) {
       ASSIGN_OR_RETURN(int64_t step, f.Int("decoder_sparse_step", 1));
       const Json* dense_layers = f.Find("mlp_only_layers");
       if (step != 1 || (dense_layers != nullptr && !dense_layers->empty())) {
-        return f.Error("models mixing dense and MoE layers (decoder_sparse_step != 1 or "
-                       "mlp_only_layers) are not supported");
+        return f.Error(
+            "models mixing dense and MoE layers (decoder_sparse_step != 1 or "
+            "mlp_only_layers) are not supported");
       }
       return absl::OkStatus();
     }
@@ -272,8 +273,7 @@ absl::StatusOr<ModelConfig> ParseObject(const Json& root, const std::string& sou
   if (a == Architecture::kMistral || a == Architecture::kMixtral) default_positions = 131072;
   if (a == Architecture::kOlmoe) default_positions = 4096;
   if (a == Architecture::kMixtral || a == Architecture::kOlmoe) default_eps = 1e-5;
-  ASSIGN_OR_RETURN(c.max_position_embeddings,
-                   f.Int("max_position_embeddings", default_positions));
+  ASSIGN_OR_RETURN(c.max_position_embeddings, f.Int("max_position_embeddings", default_positions));
   ASSIGN_OR_RETURN(double eps, f.Float("rms_norm_eps", default_eps));
   c.rms_norm_eps = DoubleToFloat(eps);
   RETURN_IF_ERROR(ReadRope(f, a, &c));

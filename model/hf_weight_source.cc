@@ -73,13 +73,17 @@ std::string HfWeightSource::HfName(const std::string& name, const ModelConfig& c
   if (config.is_moe() && expert.size() == 2 && IsIndex(expert[1])) {
     const std::string e(expert[1]);
     if (mixtral) {
-      const char* w = expert[0] == "ffn_gate" ? "w1" : expert[0] == "ffn_up" ? "w3"
-                    : expert[0] == "ffn_down" ? "w2" : nullptr;
+      const char* w = expert[0] == "ffn_gate"   ? "w1"
+                      : expert[0] == "ffn_up"   ? "w3"
+                      : expert[0] == "ffn_down" ? "w2"
+                                                : nullptr;
       if (w == nullptr) return "";
       return absl::StrCat(layer, "block_sparse_moe.experts.", e, ".", w, ".weight");
     }
-    const char* proj = expert[0] == "ffn_gate" ? "gate_proj" : expert[0] == "ffn_up" ? "up_proj"
-                     : expert[0] == "ffn_down" ? "down_proj" : nullptr;
+    const char* proj = expert[0] == "ffn_gate"   ? "gate_proj"
+                       : expert[0] == "ffn_up"   ? "up_proj"
+                       : expert[0] == "ffn_down" ? "down_proj"
+                                                 : nullptr;
     if (proj == nullptr) return "";
     return absl::StrCat(layer, "mlp.experts.", e, ".", proj, ".weight");
   }
@@ -100,9 +104,9 @@ absl::StatusOr<std::unique_ptr<HfWeightSource>> HfWeightSource::Open(const std::
 absl::StatusOr<TensorView> HfWeightSource::Get(const std::string& name) const {
   const std::string hf = HfName(name, config_);
   if (hf.empty()) {
-    return absl::NotFoundError(absl::StrCat(
-        dir_, ": no tensor '", name, "'",
-        name == "output" ? " (the output projection is tied to token_embd)" : ""));
+    return absl::NotFoundError(
+        absl::StrCat(dir_, ": no tensor '", name, "'",
+                     name == "output" ? " (the output projection is tied to token_embd)" : ""));
   }
   const SafetensorsTensor* t = checkpoint_->Find(hf);
   if (t == nullptr) {

@@ -49,8 +49,8 @@ struct Expr {
 
 // Where `{% set %}`, `{% for %}` and `{% with %}` store values.
 struct AssignTarget {
-  std::string name;               // a variable, or the namespace holding `attribute`
-  std::string attribute;          // set for `ns.attr` targets
+  std::string name;                    // a variable, or the namespace holding `attribute`
+  std::string attribute;               // set for `ns.attr` targets
   std::vector<AssignTarget> elements;  // non-empty for tuple unpacking: a, (b, c)
   bool is_tuple = false;
 };

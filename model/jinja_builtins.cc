@@ -98,7 +98,8 @@ absl::StatusOr<Value> StrMethod(const std::string& name, const std::string& s, E
     return Value::String(PyStrip(s, chars ? &*chars : nullptr, name != "rstrip", name != "lstrip"));
   }
   if (name == "split" || name == "rsplit") {
-    ASSIGN_OR_RETURN(auto a, BindArgs(method, args, {{"sep", Value::None()}, {"maxsplit", Value::Int(-1)}}));
+    ASSIGN_OR_RETURN(
+        auto a, BindArgs(method, args, {{"sep", Value::None()}, {"maxsplit", Value::Int(-1)}}));
     ASSIGN_OR_RETURN(std::optional<std::string> sep, OptionalStringArg(method, a[0]));
     ASSIGN_OR_RETURN(int64_t max_split, IntArg(method, a[1]));
     if (sep && sep->empty()) return absl::InvalidArgumentError("empty separator");
@@ -115,15 +116,19 @@ absl::StatusOr<Value> StrMethod(const std::string& name, const std::string& s, E
     ValueList candidates = a[0].is_tuple() ? a[0].list() : ValueList{a[0]};
     for (const Value& candidate : candidates) {
       ASSIGN_OR_RETURN(std::string affix, StringArg(method, candidate));
-      bool hit = affix.size() <= s.size() &&
-                 (name == "startswith" ? s.compare(0, affix.size(), affix) == 0
-                                       : s.compare(s.size() - affix.size(), affix.size(), affix) == 0);
+      bool hit =
+          affix.size() <= s.size() &&
+          (name == "startswith" ? s.compare(0, affix.size(), affix) == 0
+                                : s.compare(s.size() - affix.size(), affix.size(), affix) == 0);
       if (hit) return Value::Bool(true);
     }
     return Value::Bool(false);
   }
   if (name == "replace") {
-    ASSIGN_OR_RETURN(auto a, BindArgs(method, args, {{"old", Value(), true}, {"new", Value(), true}, {"count", Value::Int(-1)}}));
+    ASSIGN_OR_RETURN(
+        auto a,
+        BindArgs(method, args,
+                 {{"old", Value(), true}, {"new", Value(), true}, {"count", Value::Int(-1)}}));
     ASSIGN_OR_RETURN(std::string old, StringArg(method, a[0]));
     ASSIGN_OR_RETURN(std::string replacement, StringArg(method, a[1]));
     ASSIGN_OR_RETURN(int64_t count, IntArg(method, a[2]));
@@ -186,13 +191,18 @@ absl::StatusOr<Value> StrMethod(const std::string& name, const std::string& s, E
     return Value::String(s.substr(0, sign) + std::string(width - length, '0') + s.substr(sign));
   }
   if (name == "center" || name == "ljust" || name == "rjust") {
-    ASSIGN_OR_RETURN(auto a, BindArgs(method, args, {{"width", Value(), true}, {"fillchar", Value::String(" ")}}));
+    ASSIGN_OR_RETURN(
+        auto a,
+        BindArgs(method, args, {{"width", Value(), true}, {"fillchar", Value::String(" ")}}));
     ASSIGN_OR_RETURN(int64_t width, IntArg(method, a[0]));
     ASSIGN_OR_RETURN(std::string fill, StringArg(method, a[1]));
     if (CodePointCount(fill) != 1) {
       return TypeError("The fill character must be exactly one character long");
     }
-    return Value::String(Justify(s, width, fill, name == "center" ? '^' : name == "ljust" ? '<' : '>'));
+    return Value::String(Justify(s, width, fill,
+                                 name == "center"  ? '^'
+                                 : name == "ljust" ? '<'
+                                                   : '>'));
   }
   return absl::InternalError("unhandled str method " + name);
 }
@@ -212,7 +222,8 @@ absl::StatusOr<Value> DictMethod(const std::string& name, const Value& d, CallAr
     }
     return Value::List(std::move(out));
   }
-  ASSIGN_OR_RETURN(auto a, BindArgs(method, args, {{"key", Value(), true}, {"default", Value::None()}}));
+  ASSIGN_OR_RETURN(auto a,
+                   BindArgs(method, args, {{"key", Value(), true}, {"default", Value::None()}}));
   if (a[0].is_string()) {
     if (const Value* found = d.Find(a[0].str())) return *found;
   }
@@ -235,10 +246,12 @@ absl::StatusOr<Value> ListMethod(const std::string& name, const Value& list, Cal
 
 const std::set<std::string>& StrMethods() {
   static const auto* const kNames = new std::set<std::string>{
-      "strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "upper", "lower", "title",
-      "capitalize", "swapcase", "startswith", "endswith", "replace", "find", "rfind", "index",
-      "rindex", "count", "join", "format", "isdigit", "isalpha", "isalnum", "isspace", "isupper",
-      "islower", "istitle", "removeprefix", "removesuffix", "zfill", "center", "ljust", "rjust"};
+      "strip",    "lstrip",  "rstrip",  "split",      "rsplit",       "splitlines",
+      "upper",    "lower",   "title",   "capitalize", "swapcase",     "startswith",
+      "endswith", "replace", "find",    "rfind",      "index",        "rindex",
+      "count",    "join",    "format",  "isdigit",    "isalpha",      "isalnum",
+      "isspace",  "isupper", "islower", "istitle",    "removeprefix", "removesuffix",
+      "zfill",    "center",  "ljust",   "rjust"};
   return *kNames;
 }
 
@@ -298,30 +311,37 @@ absl::StatusOr<Value> StrftimeNow(Evaluator&, CallArgs& args) {
 ValueDict BuiltinGlobals() {
   ValueDict globals;
   globals.emplace_back("range", Value::Function("range", Range));
-  globals.emplace_back("dict", Value::Function("dict", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
-    ASSIGN_OR_RETURN(ValueDict items, MergeMappings("dict", args));
-    return Value::Dict(std::move(items));
-  }));
-  globals.emplace_back("namespace", Value::Function("namespace", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
-    ASSIGN_OR_RETURN(ValueDict items, MergeMappings("namespace", args));
-    return Value::Namespace(std::move(items));
-  }));
-  globals.emplace_back("joiner", Value::Function("joiner", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
-    ASSIGN_OR_RETURN(auto a, BindArgs("joiner", args, {{"sep", Value::String(", ")}}));
-    std::string separator = a[0].ToString();
-    auto used = std::make_shared<bool>(false);
-    return Value::Function("joiner", [separator, used](Evaluator&, CallArgs&) -> absl::StatusOr<Value> {
-      if (!*used) {
-        *used = true;
-        return Value::String("");
-      }
-      return Value::String(separator);
-    });
-  }));
-  globals.emplace_back("raise_exception", Value::Function("raise_exception", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
-    std::string message = args.positional.empty() ? "" : args.positional[0].ToString();
-    return absl::InvalidArgumentError(message);
-  }));
+  globals.emplace_back(
+      "dict", Value::Function("dict", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
+        ASSIGN_OR_RETURN(ValueDict items, MergeMappings("dict", args));
+        return Value::Dict(std::move(items));
+      }));
+  globals.emplace_back(
+      "namespace",
+      Value::Function("namespace", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
+        ASSIGN_OR_RETURN(ValueDict items, MergeMappings("namespace", args));
+        return Value::Namespace(std::move(items));
+      }));
+  globals.emplace_back(
+      "joiner", Value::Function("joiner", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
+        ASSIGN_OR_RETURN(auto a, BindArgs("joiner", args, {{"sep", Value::String(", ")}}));
+        std::string separator = a[0].ToString();
+        auto used = std::make_shared<bool>(false);
+        return Value::Function("joiner",
+                               [separator, used](Evaluator&, CallArgs&) -> absl::StatusOr<Value> {
+                                 if (!*used) {
+                                   *used = true;
+                                   return Value::String("");
+                                 }
+                                 return Value::String(separator);
+                               });
+      }));
+  globals.emplace_back(
+      "raise_exception",
+      Value::Function("raise_exception", [](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
+        std::string message = args.positional.empty() ? "" : args.positional[0].ToString();
+        return absl::InvalidArgumentError(message);
+      }));
   globals.emplace_back("strftime_now", Value::Function("strftime_now", StrftimeNow));
   return globals;
 }

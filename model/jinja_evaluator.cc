@@ -8,8 +8,8 @@
 #include "common/status_macros.h"
 #include "model/jinja_builtins.h"
 #include "model/jinja_filters.h"
-#include "model/jinja_tests.h"
 #include "model/jinja_operators.h"
+#include "model/jinja_tests.h"
 #include "model/jinja_text.h"
 
 namespace shardserve {
@@ -76,9 +76,8 @@ absl::Status Evaluator::Append(const std::string& text, std::string* out) const 
 absl::Status Evaluator::ChargeIterations(int64_t count) {
   iterations_ += count;
   if (iterations_ > limits_.max_loop_iterations) {
-    return absl::ResourceExhaustedError("template exceeds " +
-                                        std::to_string(limits_.max_loop_iterations) +
-                                        " loop iterations");
+    return absl::ResourceExhaustedError(
+        "template exceeds " + std::to_string(limits_.max_loop_iterations) + " loop iterations");
   }
   return absl::OkStatus();
 }
@@ -117,12 +116,12 @@ absl::Status Evaluator::ExecStmt(const Stmt& stmt, std::string* out) {
       return ExecFor(stmt, out);
     case Stmt::Kind::kSet:
     case Stmt::Kind::kSetBlock:
-      return ExecSet(stmt, out);
+      return ExecSet(stmt);
     case Stmt::Kind::kMacro: {
       const Stmt* macro = &stmt;
       std::weak_ptr<Scope> closure = scope_;
-      scope_->vars[stmt.name] = Value::Function(
-          stmt.name, [macro, closure](Evaluator& evaluator, CallArgs& args) {
+      scope_->vars[stmt.name] =
+          Value::Function(stmt.name, [macro, closure](Evaluator& evaluator, CallArgs& args) {
             return evaluator.CallMacro(*macro, closure, args);
           });
       return absl::OkStatus();
@@ -161,7 +160,7 @@ absl::Status Evaluator::ExecStmt(const Stmt& stmt, std::string* out) {
   return absl::InternalError("unknown statement");
 }
 
-absl::Status Evaluator::ExecSet(const Stmt& stmt, std::string* out) {
+absl::Status Evaluator::ExecSet(const Stmt& stmt) {
   Value value;
   if (stmt.kind == Stmt::Kind::kSet) {
     ASSIGN_OR_RETURN(value, Eval(*stmt.expr));
@@ -244,12 +243,14 @@ absl::Status Evaluator::ExecFor(const Stmt& stmt, std::string* out) {
         {"length", Value::Int(length)},
         {"depth", Value::Int(1)},
         {"depth0", Value::Int(0)},
-        {"cycle", Value::Function("cycle", [i](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
-           if (args.positional.empty()) {
-             return absl::InvalidArgumentError("no items for cycling given");
-           }
-           return args.positional[i % args.positional.size()];
-         })},
+        {"cycle", Value::Function("cycle",
+                                  [i](Evaluator&, CallArgs& args) -> absl::StatusOr<Value> {
+                                    if (args.positional.empty()) {
+                                      return absl::InvalidArgumentError(
+                                          "no items for cycling given");
+                                    }
+                                    return args.positional[i % args.positional.size()];
+                                  })},
     };
     if (i > 0) loop.emplace_back("previtem", items[i - 1]);
     if (i + 1 < length) loop.emplace_back("nextitem", items[i + 1]);
@@ -284,8 +285,8 @@ absl::StatusOr<Value> Evaluator::CallMacro(const Stmt& macro, const std::weak_pt
     } else if (macro.takes_varargs) {
       extra_positional.push_back(args.positional[i]);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("macro '", macro.name, "' takes not more than ",
-                                                     num_params, " argument(s)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "macro '", macro.name, "' takes not more than ", num_params, " argument(s)"));
     }
   }
   ValueDict extra_keywords;
@@ -294,8 +295,8 @@ absl::StatusOr<Value> Evaluator::CallMacro(const Stmt& macro, const std::weak_pt
     while (i < num_params && macro.params[i] != name) ++i;
     if (i == num_params) {
       if (!macro.takes_kwargs) {
-        return absl::InvalidArgumentError("macro '" + macro.name +
-                                          "' takes no keyword argument '" + name + "'");
+        return absl::InvalidArgumentError("macro '" + macro.name + "' takes no keyword argument '" +
+                                          name + "'");
       }
       extra_keywords.emplace_back(name, value);
     } else if (given[i]) {
@@ -316,8 +317,8 @@ absl::StatusOr<Value> Evaluator::CallMacro(const Stmt& macro, const std::weak_pt
   for (size_t i = 0; i < num_params && status.ok(); ++i) {
     if (given[i]) continue;
     if (macro.defaults[i] == nullptr) {
-      frame->vars[macro.params[i]] = Value::Undefined("parameter '" + macro.params[i] +
-                                                      "' was not provided");
+      frame->vars[macro.params[i]] =
+          Value::Undefined("parameter '" + macro.params[i] + "' was not provided");
       continue;
     }
     absl::StatusOr<Value> value = Eval(*macro.defaults[i]);

@@ -64,7 +64,7 @@ class Evaluator {
   absl::Status Exec(const Body& body, std::string* out);
   absl::Status ExecStmt(const Stmt& stmt, std::string* out);
   absl::Status ExecFor(const Stmt& stmt, std::string* out);
-  absl::Status ExecSet(const Stmt& stmt, std::string* out);
+  absl::Status ExecSet(const Stmt& stmt);
   absl::Status Assign(const AssignTarget& target, const Value& value, int line);
   absl::StatusOr<Value> CallMacro(const Stmt& macro, const std::weak_ptr<Scope>& closure,
                                   CallArgs& args);

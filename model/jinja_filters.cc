@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <optional>
 #include <unordered_map>
 
@@ -17,84 +16,16 @@
 #include "model/jinja_format.h"
 #include "model/jinja_json.h"
 #include "model/jinja_operators.h"
+#include "model/jinja_sequence_filters.h"
 #include "model/jinja_text.h"
 
 namespace shardserve {
 namespace jinja {
 namespace {
 
-using KeyFunction = std::function<absl::StatusOr<Value>(const Value&)>;
-
 absl::StatusOr<std::vector<Value>> Bind(const char* filter, CallArgs& args,
                                         const std::vector<Param>& params) {
   return BindArgs(filter, args, params);
-}
-
-Value IgnoreCase(const Value& v) { return v.is_string() ? Value::String(PyLower(v.str())) : v; }
-
-// jinja2's make_attrgetter: "a.b.0" looks up a, then b, then item 0.
-KeyFunction AttrGetter(Evaluator& ev, const Value& attribute, std::optional<Value> default_value,
-                       bool ignore_case) {
-  std::vector<Value> parts;
-  if (attribute.is_string()) {
-    const std::string dot = ".";
-    for (const std::string& part : PySplit(attribute.str(), &dot, -1, false)) {
-      bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
-        return absl::ascii_isdigit(static_cast<unsigned char>(c));
-      });
-      parts.push_back(digits ? Value::Int(std::strtoll(part.c_str(), nullptr, 10)) : Value::String(part));
-    }
-  } else {
-    parts.push_back(attribute);
-  }
-  return [&ev, parts, default_value, ignore_case](const Value& item) -> absl::StatusOr<Value> {
-    Value current = item;
-    for (const Value& part : parts) {
-      ASSIGN_OR_RETURN(current, ev.GetItem(current, part));
-      if (default_value.has_value() && current.is_undefined()) current = *default_value;
-    }
-    return ignore_case ? IgnoreCase(current) : current;
-  };
-}
-
-KeyFunction Identity(bool ignore_case) {
-  return [ignore_case](const Value& v) -> absl::StatusOr<Value> {
-    return ignore_case ? IgnoreCase(v) : v;
-  };
-}
-
-KeyFunction KeyFor(Evaluator& ev, const Value& attribute, bool case_sensitive) {
-  if (attribute.is_none() || attribute.is_undefined()) return Identity(!case_sensitive);
-  return AttrGetter(ev, attribute, std::nullopt, !case_sensitive);
-}
-
-// Stable sort by key, Python's sorted(reverse=...) included.
-absl::Status SortByKey(ValueList* items, const KeyFunction& key, bool reverse) {
-  std::vector<std::pair<Value, Value>> keyed;
-  for (Value& item : *items) {
-    ASSIGN_OR_RETURN(Value k, key(item));
-    keyed.emplace_back(std::move(k), std::move(item));
-  }
-  absl::Status error;
-  std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
-    if (!error.ok()) return false;
-    absl::StatusOr<int> c = reverse ? ThreeWayCompare(b.first, a.first) : ThreeWayCompare(a.first, b.first);
-    if (!c.ok()) {
-      error = c.status();
-      return false;
-    }
-    return *c < 0;
-  });
-  RETURN_IF_ERROR(error);
-  items->clear();
-  for (auto& [k, item] : keyed) items->push_back(std::move(item));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<ValueList> IterateCharged(Evaluator& ev, const Value& v) {
-  ASSIGN_OR_RETURN(ValueList items, ev.Iterate(v));
-  RETURN_IF_ERROR(ev.ChargeIterations(static_cast<int64_t>(items.size())));
-  return items;
 }
 
 std::optional<double> ParsePyFloat(const std::string& raw) {
@@ -200,27 +131,11 @@ absl::StatusOr<Value> Length(Evaluator&, const Value& v, CallArgs& args) {
 }
 
 absl::StatusOr<Value> Default(Evaluator&, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("default", args, {{"default_value", Value::String("")}, {"boolean", Value::Bool(false)}}));
+  ASSIGN_OR_RETURN(auto a,
+                   Bind("default", args,
+                        {{"default_value", Value::String("")}, {"boolean", Value::Bool(false)}}));
   if (v.is_undefined() || (a[1].Truthy() && !v.Truthy())) return a[0];
   return v;
-}
-
-absl::StatusOr<Value> DictSort(Evaluator&, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("dictsort", args, {{"case_sensitive", Value::Bool(false)}, {"by", Value::String("key")}, {"reverse", Value::Bool(false)}}));
-  if (!v.is_dict()) return absl::InvalidArgumentError("dictsort: expected a mapping");
-  std::string by = a[1].ToString();
-  if (by != "key" && by != "value") {
-    return absl::InvalidArgumentError("You can only sort by either 'key' or 'value'");
-  }
-  ValueList items;
-  for (const auto& [key, value] : v.dict()) items.push_back(Value::Tuple({Value::String(key), value}));
-  bool ignore_case = !a[0].Truthy();
-  size_t position = by == "key" ? 0 : 1;
-  RETURN_IF_ERROR(SortByKey(&items, [&](const Value& item) -> absl::StatusOr<Value> {
-    const Value& k = item.list()[position];
-    return ignore_case ? IgnoreCase(k) : k;
-  }, a[2].Truthy()));
-  return Value::List(std::move(items));
 }
 
 absl::StatusOr<Value> Escape(Evaluator&, const Value& v, CallArgs& args) {
@@ -228,12 +143,23 @@ absl::StatusOr<Value> Escape(Evaluator&, const Value& v, CallArgs& args) {
   std::string out;
   for (char c : v.ToString()) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return Value::String(std::move(out));
@@ -249,8 +175,12 @@ absl::StatusOr<Value> FirstOrLast(Evaluator& ev, const Value& v, CallArgs& args,
   return first ? items.front() : items.back();
 }
 
-absl::StatusOr<Value> First(Evaluator& ev, const Value& v, CallArgs& args) { return FirstOrLast(ev, v, args, true); }
-absl::StatusOr<Value> Last(Evaluator& ev, const Value& v, CallArgs& args) { return FirstOrLast(ev, v, args, false); }
+absl::StatusOr<Value> First(Evaluator& ev, const Value& v, CallArgs& args) {
+  return FirstOrLast(ev, v, args, true);
+}
+absl::StatusOr<Value> Last(Evaluator& ev, const Value& v, CallArgs& args) {
+  return FirstOrLast(ev, v, args, false);
+}
 
 absl::StatusOr<Value> FloatFilter(Evaluator&, const Value& v, CallArgs& args) {
   ASSIGN_OR_RETURN(auto a, Bind("float", args, {{"default", Value::Float(0.0)}}));
@@ -262,7 +192,8 @@ absl::StatusOr<Value> FloatFilter(Evaluator&, const Value& v, CallArgs& args) {
 }
 
 absl::StatusOr<Value> IntFilter(Evaluator&, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("int", args, {{"default", Value::Int(0)}, {"base", Value::Int(10)}}));
+  ASSIGN_OR_RETURN(auto a,
+                   Bind("int", args, {{"default", Value::Int(0)}, {"base", Value::Int(10)}}));
   if (v.is_integral()) return Value::Int(v.int_value());
   std::optional<double> as_float;
   if (v.is_float()) {
@@ -280,16 +211,22 @@ absl::StatusOr<Value> IntFilter(Evaluator&, const Value& v, CallArgs& args) {
 
 absl::StatusOr<Value> Format(Evaluator&, const Value& v, CallArgs& args) {
   if (!args.positional.empty() && !args.keyword.empty()) {
-    return absl::InvalidArgumentError("can't handle positional and keyword arguments at the same time");
+    return absl::InvalidArgumentError(
+        "can't handle positional and keyword arguments at the same time");
   }
-  Value format_args = args.keyword.empty() ? Value::Tuple(args.positional) : Value::Dict(args.keyword);
+  Value format_args =
+      args.keyword.empty() ? Value::Tuple(args.positional) : Value::Dict(args.keyword);
   ASSIGN_OR_RETURN(std::string out, PercentFormat(v.ToString(), format_args));
   return Value::String(std::move(out));
 }
 
 absl::StatusOr<Value> Indent(Evaluator&, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("indent", args, {{"width", Value::Int(4)}, {"first", Value::Bool(false)}, {"blank", Value::Bool(false)}}));
-  std::string indention = a[0].is_string() ? a[0].str() : std::string(std::max<int64_t>(0, a[0].int_value()), ' ');
+  ASSIGN_OR_RETURN(auto a, Bind("indent", args,
+                                {{"width", Value::Int(4)},
+                                 {"first", Value::Bool(false)},
+                                 {"blank", Value::Bool(false)}}));
+  std::string indention =
+      a[0].is_string() ? a[0].str() : std::string(std::max<int64_t>(0, a[0].int_value()), ' ');
   std::vector<std::string> lines = PySplitLines(v.ToString() + "\n");
   std::string out;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -306,21 +243,9 @@ absl::StatusOr<Value> Items(Evaluator&, const Value& v, CallArgs& args) {
   if (v.is_undefined()) return Value::List({});
   if (!v.is_dict()) return absl::InvalidArgumentError("Can only get item pairs from a mapping.");
   ValueList items;
-  for (const auto& [key, value] : v.dict()) items.push_back(Value::Tuple({Value::String(key), value}));
+  for (const auto& [key, value] : v.dict())
+    items.push_back(Value::Tuple({Value::String(key), value}));
   return Value::List(std::move(items));
-}
-
-absl::StatusOr<Value> Join(Evaluator& ev, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("join", args, {{"d", Value::String("")}, {"attribute", Value::None()}}));
-  ASSIGN_OR_RETURN(ValueList items, IterateCharged(ev, v));
-  KeyFunction key = KeyFor(ev, a[1], true);
-  std::string out, separator = a[0].ToString();
-  for (size_t i = 0; i < items.size(); ++i) {
-    ASSIGN_OR_RETURN(Value item, key(items[i]));
-    if (i > 0) out += separator;
-    out += item.ToString();
-  }
-  return Value::String(std::move(out));
 }
 
 absl::StatusOr<Value> ListFilter(Evaluator& ev, const Value& v, CallArgs& args) {
@@ -339,88 +264,10 @@ absl::StatusOr<Value> Upper(Evaluator&, const Value& v, CallArgs& args) {
   return Value::String(PyUpper(v.ToString()));
 }
 
-absl::StatusOr<Value> Map(Evaluator& ev, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(ValueList items, IterateCharged(ev, v));
-  ValueList out;
-  if (args.positional.empty()) {
-    ASSIGN_OR_RETURN(auto a, Bind("map", args, {{"attribute", Value(), true}, {"default", Value::None()}}));
-    std::optional<Value> default_value;
-    if (!a[1].is_none()) default_value = a[1];
-    KeyFunction get = AttrGetter(ev, a[0], default_value, false);
-    for (const Value& item : items) {
-      ASSIGN_OR_RETURN(Value mapped, get(item));
-      out.push_back(std::move(mapped));
-    }
-    return Value::List(std::move(out));
-  }
-  std::string filter = args.positional[0].ToString();
-  CallArgs rest{ValueList(args.positional.begin() + 1, args.positional.end()), args.keyword};
-  for (const Value& item : items) {
-    ASSIGN_OR_RETURN(Value mapped, ev.ApplyFilter(filter, item, rest));
-    out.push_back(std::move(mapped));
-  }
-  return Value::List(std::move(out));
-}
-
-absl::StatusOr<Value> MinOrMax(Evaluator& ev, const Value& v, CallArgs& args, bool max) {
-  ASSIGN_OR_RETURN(auto a, Bind(max ? "max" : "min", args, {{"case_sensitive", Value::Bool(false)}, {"attribute", Value::None()}}));
-  ASSIGN_OR_RETURN(ValueList items, IterateCharged(ev, v));
-  if (items.empty()) return Value::Undefined("No aggregated item, sequence was empty.");
-  KeyFunction key = KeyFor(ev, a[1], a[0].Truthy());
-  size_t best = 0;
-  ASSIGN_OR_RETURN(Value best_key, key(items[0]));
-  for (size_t i = 1; i < items.size(); ++i) {
-    ASSIGN_OR_RETURN(Value k, key(items[i]));
-    ASSIGN_OR_RETURN(int c, ThreeWayCompare(k, best_key));
-    if (max ? c > 0 : c < 0) {
-      best = i;
-      best_key = k;
-    }
-  }
-  return items[best];
-}
-
-absl::StatusOr<Value> Max(Evaluator& ev, const Value& v, CallArgs& args) { return MinOrMax(ev, v, args, true); }
-absl::StatusOr<Value> Min(Evaluator& ev, const Value& v, CallArgs& args) { return MinOrMax(ev, v, args, false); }
-
-// select/reject/selectattr/rejectattr.
-absl::StatusOr<Value> Choose(Evaluator& ev, const Value& v, CallArgs& args, bool by_attribute,
-                             bool keep) {
-  ASSIGN_OR_RETURN(ValueList items, IterateCharged(ev, v));
-  ValueList positional = args.positional;
-  KeyFunction key = Identity(false);
-  if (by_attribute) {
-    if (positional.empty()) return absl::InvalidArgumentError("Missing parameter for attribute name");
-    key = AttrGetter(ev, positional[0], std::nullopt, false);
-    positional.erase(positional.begin());
-  }
-  std::string test;
-  if (!positional.empty()) {
-    test = positional[0].ToString();
-    positional.erase(positional.begin());
-  }
-  CallArgs test_args{positional, args.keyword};
-  ValueList out;
-  for (const Value& item : items) {
-    ASSIGN_OR_RETURN(Value subject, key(item));
-    bool passed;
-    if (test.empty()) {
-      passed = subject.Truthy();
-    } else {
-      ASSIGN_OR_RETURN(passed, ev.ApplyTest(test, subject, test_args));
-    }
-    if (passed == keep) out.push_back(item);
-  }
-  return Value::List(std::move(out));
-}
-
-absl::StatusOr<Value> Select(Evaluator& ev, const Value& v, CallArgs& a) { return Choose(ev, v, a, false, true); }
-absl::StatusOr<Value> Reject(Evaluator& ev, const Value& v, CallArgs& a) { return Choose(ev, v, a, false, false); }
-absl::StatusOr<Value> SelectAttr(Evaluator& ev, const Value& v, CallArgs& a) { return Choose(ev, v, a, true, true); }
-absl::StatusOr<Value> RejectAttr(Evaluator& ev, const Value& v, CallArgs& a) { return Choose(ev, v, a, true, false); }
-
 absl::StatusOr<Value> Replace(Evaluator&, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("replace", args, {{"old", Value(), true}, {"new", Value(), true}, {"count", Value::None()}}));
+  ASSIGN_OR_RETURN(
+      auto a, Bind("replace", args,
+                   {{"old", Value(), true}, {"new", Value(), true}, {"count", Value::None()}}));
   int64_t count = a[2].is_integral() ? a[2].int_value() : -1;
   return Value::String(PyReplace(v.ToString(), a[0].ToString(), a[1].ToString(), count));
 }
@@ -438,7 +285,9 @@ absl::StatusOr<Value> Reverse(Evaluator& ev, const Value& v, CallArgs& args) {
 }
 
 absl::StatusOr<Value> Round(Evaluator&, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("round", args, {{"precision", Value::Int(0)}, {"method", Value::String("common")}}));
+  ASSIGN_OR_RETURN(
+      auto a,
+      Bind("round", args, {{"precision", Value::Int(0)}, {"method", Value::String("common")}}));
   std::string method = a[1].ToString();
   if (method != "common" && method != "ceil" && method != "floor") {
     return absl::InvalidArgumentError("method must be common, ceil or floor");
@@ -471,28 +320,9 @@ absl::StatusOr<Value> Safe(Evaluator&, const Value& v, CallArgs& args) {
   return Value::String(v.ToString());
 }
 
-absl::StatusOr<Value> Sort(Evaluator& ev, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("sort", args, {{"reverse", Value::Bool(false)}, {"case_sensitive", Value::Bool(false)}, {"attribute", Value::None()}}));
-  ASSIGN_OR_RETURN(ValueList items, IterateCharged(ev, v));
-  RETURN_IF_ERROR(SortByKey(&items, KeyFor(ev, a[2], a[1].Truthy()), a[0].Truthy()));
-  return Value::List(std::move(items));
-}
-
 absl::StatusOr<Value> StringFilter(Evaluator&, const Value& v, CallArgs& args) {
   RETURN_IF_ERROR(Bind("string", args, {}).status());
   return Value::String(v.ToString());
-}
-
-absl::StatusOr<Value> Sum(Evaluator& ev, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("sum", args, {{"attribute", Value::None()}, {"start", Value::Int(0)}}));
-  ASSIGN_OR_RETURN(ValueList items, IterateCharged(ev, v));
-  KeyFunction key = KeyFor(ev, a[0], true);
-  Value total = a[1];
-  for (const Value& item : items) {
-    ASSIGN_OR_RETURN(Value term, key(item));
-    ASSIGN_OR_RETURN(total, BinaryOp("+", total, term));
-  }
-  return total;
 }
 
 absl::StatusOr<Value> Title(Evaluator&, const Value& v, CallArgs& args) {
@@ -516,7 +346,11 @@ absl::StatusOr<Value> Title(Evaluator&, const Value& v, CallArgs& args) {
 }
 
 absl::StatusOr<Value> ToJson(Evaluator&, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("tojson", args, {{"ensure_ascii", Value::Bool(false)}, {"indent", Value::None()}, {"separators", Value::None()}, {"sort_keys", Value::Bool(false)}}));
+  ASSIGN_OR_RETURN(auto a, Bind("tojson", args,
+                                {{"ensure_ascii", Value::Bool(false)},
+                                 {"indent", Value::None()},
+                                 {"separators", Value::None()},
+                                 {"sort_keys", Value::Bool(false)}}));
   JsonOptions options;
   options.ensure_ascii = a[0].Truthy();
   if (a[1].is_integral()) {
@@ -545,22 +379,6 @@ absl::StatusOr<Value> Trim(Evaluator&, const Value& v, CallArgs& args) {
   return Value::String(PyStrip(v.ToString(), a[0].is_none() ? nullptr : &chars, true, true));
 }
 
-absl::StatusOr<Value> Unique(Evaluator& ev, const Value& v, CallArgs& args) {
-  ASSIGN_OR_RETURN(auto a, Bind("unique", args, {{"case_sensitive", Value::Bool(false)}, {"attribute", Value::None()}}));
-  ASSIGN_OR_RETURN(ValueList items, IterateCharged(ev, v));
-  KeyFunction key = KeyFor(ev, a[1], a[0].Truthy());
-  ValueList seen, out;
-  for (const Value& item : items) {
-    ASSIGN_OR_RETURN(Value k, key(item));
-    if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return ValuesEqual(s, k); })) {
-      continue;
-    }
-    seen.push_back(std::move(k));
-    out.push_back(item);
-  }
-  return Value::List(std::move(out));
-}
-
 absl::StatusOr<Value> WordCount(Evaluator&, const Value& v, CallArgs& args) {
   RETURN_IF_ERROR(Bind("wordcount", args, {}).status());
   int64_t words = 0;
@@ -576,22 +394,42 @@ absl::StatusOr<Value> WordCount(Evaluator&, const Value& v, CallArgs& args) {
 }  // namespace
 
 const FilterFunction* FindFilter(const std::string& name) {
-  static const auto* const kFilters = new std::unordered_map<std::string, FilterFunction>{
-      {"abs", Abs},           {"attr", Attr},         {"capitalize", Capitalize},
-      {"center", Center},     {"count", Length},      {"d", Default},
-      {"default", Default},   {"dictsort", DictSort}, {"e", Escape},
-      {"escape", Escape},     {"first", First},       {"float", FloatFilter},
-      {"forceescape", Escape}, {"format", Format},    {"indent", Indent},
-      {"int", IntFilter},     {"items", Items},       {"join", Join},
-      {"last", Last},         {"length", Length},     {"list", ListFilter},
-      {"lower", Lower},       {"map", Map},           {"max", Max},
-      {"min", Min},           {"reject", Reject},     {"rejectattr", RejectAttr},
-      {"replace", Replace},   {"reverse", Reverse},   {"round", Round},
-      {"safe", Safe},         {"select", Select},     {"selectattr", SelectAttr},
-      {"sort", Sort},         {"string", StringFilter}, {"sum", Sum},
-      {"title", Title},       {"tojson", ToJson},     {"trim", Trim},
-      {"unique", Unique},     {"upper", Upper},       {"wordcount", WordCount},
-  };
+  static const auto* const kFilters = [] {
+    auto* filters = new std::unordered_map<std::string, FilterFunction>{
+        {"abs", Abs},
+        {"attr", Attr},
+        {"capitalize", Capitalize},
+        {"center", Center},
+        {"count", Length},
+        {"d", Default},
+        {"default", Default},
+        {"e", Escape},
+        {"escape", Escape},
+        {"first", First},
+        {"float", FloatFilter},
+        {"forceescape", Escape},
+        {"format", Format},
+        {"indent", Indent},
+        {"int", IntFilter},
+        {"items", Items},
+        {"last", Last},
+        {"length", Length},
+        {"list", ListFilter},
+        {"lower", Lower},
+        {"replace", Replace},
+        {"reverse", Reverse},
+        {"round", Round},
+        {"safe", Safe},
+        {"string", StringFilter},
+        {"title", Title},
+        {"tojson", ToJson},
+        {"trim", Trim},
+        {"upper", Upper},
+        {"wordcount", WordCount},
+    };
+    AddSequenceFilters(filters);
+    return filters;
+  }();
   auto it = kFilters->find(name);
   return it == kFilters->end() ? nullptr : &it->second;
 }

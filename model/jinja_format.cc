@@ -91,8 +91,8 @@ absl::StatusOr<int64_t> ToInteger(const Value& v, char conversion) {
     }
     return static_cast<int64_t>(v.number_value());
   }
-  return absl::InvalidArgumentError(std::string("%") + conversion + " format: " +
-                                    (v.is_float() ? "an integer" : "a real number") +
+  return absl::InvalidArgumentError(std::string("%") + conversion +
+                                    " format: " + (v.is_float() ? "an integer" : "a real number") +
                                     " is required, not " + v.TypeName());
 }
 
@@ -155,8 +155,8 @@ absl::StatusOr<std::string> ConvertPercent(const Value& arg, char conversion, co
       break;
     }
     default:
-      return absl::InvalidArgumentError(std::string("unsupported format character '") +
-                                        conversion + "'");
+      return absl::InvalidArgumentError(std::string("unsupported format character '") + conversion +
+                                        "'");
   }
   if (left) return Pad(body, spec.width, '<', " ", 0);
   if (zero && numeric) return Pad(body, spec.width, '=', "0", sign_length);
@@ -176,7 +176,8 @@ absl::StatusOr<Spec> ParseSpec(const std::string& text) {
     spec.align = static_cast<char>(s[0]);
     i = 1;
   }
-  if (i < s.size() && (s[i] == '+' || s[i] == '-' || s[i] == ' ')) spec.sign = static_cast<char>(s[i++]);
+  if (i < s.size() && (s[i] == '+' || s[i] == '-' || s[i] == ' '))
+    spec.sign = static_cast<char>(s[i++]);
   if (i < s.size() && s[i] == '#') {
     spec.alternate = true;
     ++i;
@@ -217,7 +218,8 @@ absl::StatusOr<std::string> ApplySpec(const Value& value, const std::string& tex
     }
     body = TruncateCodePoints(value.str(), spec.precision);
     default_align = '<';
-  } else if (value.is_integral() && (type == 0 || std::string("dxXobc").find(type) != std::string::npos)) {
+  } else if (value.is_integral() &&
+             (type == 0 || std::string("dxXobc").find(type) != std::string::npos)) {
     if (type == 'c') {
       AppendUtf8(static_cast<char32_t>(value.int_value()), &body);
     } else if (type == 0 && value.is_bool()) {

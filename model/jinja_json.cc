@@ -16,7 +16,7 @@ namespace {
 constexpr int kMaxDepth = 512;
 
 void AppendEscapedUnit(unsigned unit, std::string* out) {
-  char buf[8];
+  char buf[16];
   std::snprintf(buf, sizeof(buf), "\\u%04x", unit);
   out->append(buf);
 }
@@ -25,13 +25,27 @@ void AppendString(const std::string& s, bool ensure_ascii, std::string* out) {
   out->push_back('"');
   for (char32_t c : DecodeUtf8(s)) {
     switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      case '\b': out->append("\\b"); break;
-      case '\f': out->append("\\f"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
       default:
         if (c < 0x20) {
           AppendEscapedUnit(c, out);

@@ -67,17 +67,38 @@ absl::StatusOr<std::string> Unescape(std::string_view raw) {
       return value;
     };
     switch (e) {
-      case '\n': break;
-      case '\\': out.push_back('\\'); break;
-      case '\'': out.push_back('\''); break;
-      case '"': out.push_back('"'); break;
-      case 'a': out.push_back('\a'); break;
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
-      case 'v': out.push_back('\v'); break;
+      case '\n':
+        break;
+      case '\\':
+        out.push_back('\\');
+        break;
+      case '\'':
+        out.push_back('\'');
+        break;
+      case '"':
+        out.push_back('"');
+        break;
+      case 'a':
+        out.push_back('\a');
+        break;
+      case 'b':
+        out.push_back('\b');
+        break;
+      case 'f':
+        out.push_back('\f');
+        break;
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      case 'v':
+        out.push_back('\v');
+        break;
       case 'x':
       case 'u':
       case 'U': {
@@ -91,7 +112,8 @@ absl::StatusOr<std::string> Unescape(std::string_view raw) {
       default:
         if (e >= '0' && e <= '7') {
           char32_t value = e - '0';
-          for (int k = 0; k < 2 && i + 1 < raw.size() && raw[i + 1] >= '0' && raw[i + 1] <= '7'; ++k) {
+          for (int k = 0; k < 2 && i + 1 < raw.size() && raw[i + 1] >= '0' && raw[i + 1] <= '7';
+               ++k) {
             value = value * 8 + (raw[++i] - '0');
           }
           AppendUtf8(value, &out);
@@ -99,12 +121,16 @@ absl::StatusOr<std::string> Unescape(std::string_view raw) {
           // Python first writes a non-ASCII character as \xNN / \uNNNN, so the backslash before
           // it escapes only itself.
           size_t length = 1;
-          while (i + length < raw.size() && (static_cast<unsigned char>(raw[i + length]) & 0xC0) == 0x80) {
+          while (i + length < raw.size() &&
+                 (static_cast<unsigned char>(raw[i + length]) & 0xC0) == 0x80) {
             ++length;
           }
           char32_t cp = DecodeUtf8(raw.substr(i, length))[0];
           char buf[16];
-          std::snprintf(buf, sizeof(buf), cp < 0x100 ? "\\x%02x" : cp < 0x10000 ? "\\u%04x" : "\\U%08x",
+          std::snprintf(buf, sizeof(buf),
+                        cp < 0x100     ? "\\x%02x"
+                        : cp < 0x10000 ? "\\u%04x"
+                                       : "\\U%08x",
                         static_cast<unsigned>(cp));
           out.append(buf);
           i += length - 1;
@@ -131,7 +157,8 @@ class Lexer {
       }
       char kind = src_[start + 1];
       size_t after = start + 2;
-      char sign = after < src_.size() && (src_[after] == '-' || src_[after] == '+') ? src_[after] : 0;
+      char sign =
+          after < src_.size() && (src_[after] == '-' || src_[after] == '+') ? src_[after] : 0;
       size_t raw_end = kind == '%' ? MatchRawBegin(after) : std::string::npos;
       std::string text = src_.substr(pos_, start - pos_);
       EmitText(StripBefore(text, sign, kind != '{'));
@@ -345,10 +372,13 @@ class Lexer {
       digits_start = start + 2;
       end = digits_start;
       auto valid = [base](char ch) {
-        int v = IsDigitChar(ch) ? ch - '0' : absl::ascii_isxdigit(ch) ? absl::ascii_tolower(ch) - 'a' + 10 : 99;
+        int v = IsDigitChar(ch)            ? ch - '0'
+                : absl::ascii_isxdigit(ch) ? absl::ascii_tolower(ch) - 'a' + 10
+                                           : 99;
         return v < base;
       };
-      while (end < src_.size() && (valid(src_[end]) || (src_[end] == '_' && end + 1 < src_.size() && valid(src_[end + 1])))) {
+      while (end < src_.size() && (valid(src_[end]) || (src_[end] == '_' && end + 1 < src_.size() &&
+                                                        valid(src_[end + 1])))) {
         ++end;
       }
       if (end == digits_start) {
@@ -358,7 +388,8 @@ class Lexer {
       }
     } else if (src_[start] == '0') {
       end = start + 1;  // decimal zero: 0, 0_0, 00
-      while (end < src_.size() && (src_[end] == '0' || (src_[end] == '_' && end + 1 < src_.size() && src_[end + 1] == '0'))) {
+      while (end < src_.size() && (src_[end] == '0' || (src_[end] == '_' && end + 1 < src_.size() &&
+                                                        src_[end + 1] == '0'))) {
         ++end;
       }
     }
@@ -380,7 +411,8 @@ class Lexer {
   absl::Status LexString(char quote) {
     size_t i = pos_ + 1;
     while (i < src_.size() && src_[i] != quote) i += src_[i] == '\\' ? 2 : 1;
-    if (i >= src_.size()) return Error(absl::StrCat("unexpected char \"", std::string(1, quote), "\""));
+    if (i >= src_.size())
+      return Error(absl::StrCat("unexpected char \"", std::string(1, quote), "\""));
     auto value = Unescape(std::string_view(src_).substr(pos_ + 1, i - pos_ - 1));
     if (!value.ok()) return Error(std::string(value.status().message()));
     Push(Token::Type::kString, std::move(value).value());

@@ -29,10 +29,10 @@ struct Token {
     kBlockBegin,     // {%
     kBlockEnd,       // %}
     kName,
-    kString,         // value: the unescaped string
-    kInteger,        // int_value
-    kFloat,          // float_value
-    kOperator,       // value: one of + - * / // % ** ~ ( ) [ ] { } == != < <= > >= = . : | , ;
+    kString,    // value: the unescaped string
+    kInteger,   // int_value
+    kFloat,     // float_value
+    kOperator,  // value: one of + - * / // % ** ~ ( ) [ ] { } == != < <= > >= = . : | , ;
     kEnd,
   };
   Type type;

@@ -121,7 +121,8 @@ absl::StatusOr<Value> Arithmetic(const std::string& op, const Value& a, const Va
     return Value::Float(floor_div);
   }
   if (op == "**") {
-    if (x == 0 && y < 0) return absl::InvalidArgumentError("0.0 cannot be raised to a negative power");
+    if (x == 0 && y < 0)
+      return absl::InvalidArgumentError("0.0 cannot be raised to a negative power");
     if (x < 0 && y != std::floor(y)) {
       return absl::InvalidArgumentError("negative number raised to a fractional power");
     }

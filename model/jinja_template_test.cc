@@ -139,7 +139,9 @@ TEST(JinjaTemplateTest, VariablesShadowBuiltinsAndRejectNonObjects) {
 }
 
 TEST(JinjaTemplateTest, InvalidUtf8PassesThroughUnchanged) {
-  std::string bytes = "a\xff\xfe" "b";
+  std::string bytes =
+      "a\xff\xfe"
+      "b";
   EXPECT_EQ(*Render("{{ s }}|{{ s|length }}|{{ s[::-1][::-1] }}", json{{"s", bytes}}),
             bytes + "|4|" + bytes);
   absl::StatusOr<std::string> out = Render(bytes + "{{ 1 }}");

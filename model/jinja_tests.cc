@@ -23,10 +23,10 @@ absl::StatusOr<bool> NoArgs(const char* test, CallArgs& args) {
   return true;
 }
 
-#define SIMPLE_TEST(fn, expression)                                                 \
-  absl::StatusOr<bool> fn(Evaluator&, const Value& v, CallArgs& args) {             \
-    RETURN_IF_ERROR(NoArgs(#fn, args).status());                                    \
-    return (expression);                                                            \
+#define SIMPLE_TEST(fn, expression)                                                      \
+  absl::StatusOr<bool> fn(Evaluator&, [[maybe_unused]] const Value& v, CallArgs& args) { \
+    RETURN_IF_ERROR(NoArgs(#fn, args).status());                                         \
+    return (expression);                                                                 \
   }
 
 SIMPLE_TEST(Defined, !v.is_undefined())
@@ -102,19 +102,45 @@ absl::StatusOr<bool> IsTest(Evaluator&, const Value& v, CallArgs& args) {
 
 const TestFunction* FindTest(const std::string& name) {
   static const auto* const kTests = new std::unordered_map<std::string, TestFunction>{
-      {"defined", Defined},       {"undefined", IsUndefined},   {"none", IsNone},
-      {"boolean", Boolean},       {"true", IsTrue},             {"false", IsFalse},
-      {"integer", Integer},       {"float", Float},             {"number", Number},
-      {"string", String},         {"mapping", Mapping},         {"iterable", Iterable},
-      {"sequence", Sequence},     {"callable", Callable},       {"escaped", Escaped},
-      {"lower", Lower},           {"upper", Upper},             {"odd", Odd},
-      {"even", Even},             {"divisibleby", DivisibleBy}, {"sameas", SameAs},
-      {"in", In},                 {"eq", Compare<kEq>},         {"equalto", Compare<kEq>},
-      {"==", Compare<kEq>},       {"ne", Compare<kNe>},         {"!=", Compare<kNe>},
-      {"lt", Compare<kLt>},       {"lessthan", Compare<kLt>},   {"<", Compare<kLt>},
-      {"le", Compare<kLe>},       {"<=", Compare<kLe>},         {"gt", Compare<kGt>},
-      {"greaterthan", Compare<kGt>}, {">", Compare<kGt>},       {"ge", Compare<kGe>},
-      {">=", Compare<kGe>},       {"filter", IsFilter},         {"test", IsTest},
+      {"defined", Defined},
+      {"undefined", IsUndefined},
+      {"none", IsNone},
+      {"boolean", Boolean},
+      {"true", IsTrue},
+      {"false", IsFalse},
+      {"integer", Integer},
+      {"float", Float},
+      {"number", Number},
+      {"string", String},
+      {"mapping", Mapping},
+      {"iterable", Iterable},
+      {"sequence", Sequence},
+      {"callable", Callable},
+      {"escaped", Escaped},
+      {"lower", Lower},
+      {"upper", Upper},
+      {"odd", Odd},
+      {"even", Even},
+      {"divisibleby", DivisibleBy},
+      {"sameas", SameAs},
+      {"in", In},
+      {"eq", Compare<kEq>},
+      {"equalto", Compare<kEq>},
+      {"==", Compare<kEq>},
+      {"ne", Compare<kNe>},
+      {"!=", Compare<kNe>},
+      {"lt", Compare<kLt>},
+      {"lessthan", Compare<kLt>},
+      {"<", Compare<kLt>},
+      {"le", Compare<kLe>},
+      {"<=", Compare<kLe>},
+      {"gt", Compare<kGt>},
+      {"greaterthan", Compare<kGt>},
+      {">", Compare<kGt>},
+      {"ge", Compare<kGe>},
+      {">=", Compare<kGe>},
+      {"filter", IsFilter},
+      {"test", IsTest},
   };
   auto it = kTests->find(name);
   return it == kTests->end() ? nullptr : &it->second;

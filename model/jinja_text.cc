@@ -32,9 +32,9 @@ struct OffsetRange {
   int delta;
 };
 constexpr OffsetRange kOffsets[] = {
-    {0x0041, 0x005A, 32},  {0x00C0, 0x00D6, 32}, {0x00D8, 0x00DE, 32}, {0x0391, 0x03A1, 32},
-    {0x03A3, 0x03AB, 32},  {0x0388, 0x038A, 37}, {0x038E, 0x038F, 63}, {0x0410, 0x042F, 32},
-    {0x0400, 0x040F, 80},  {0x0531, 0x0556, 48}, {0xFF21, 0xFF3A, 32},
+    {0x0041, 0x005A, 32}, {0x00C0, 0x00D6, 32}, {0x00D8, 0x00DE, 32}, {0x0391, 0x03A1, 32},
+    {0x03A3, 0x03AB, 32}, {0x0388, 0x038A, 37}, {0x038E, 0x038F, 63}, {0x0410, 0x042F, 32},
+    {0x0400, 0x040F, 80}, {0x0531, 0x0556, 48}, {0xFF21, 0xFF3A, 32},
 };
 
 // The Latin digraphs DŽ/Dž/dž, LJ/Lj/lj, NJ/Nj/nj, DZ/Dz/dz: upper, title and lower forms.
@@ -51,11 +51,16 @@ char32_t SimpleLower(char32_t c) {
     if (c >= r.first && c <= r.last && ((c % 2 == 0) == r.upper_is_even)) return c + 1;
   }
   switch (c) {
-    case 0x0178: return 0x00FF;
-    case 0x0386: return 0x03AC;
-    case 0x038C: return 0x03CC;
-    case 0x0130: return 'i';
-    default: return c;
+    case 0x0178:
+      return 0x00FF;
+    case 0x0386:
+      return 0x03AC;
+    case 0x038C:
+      return 0x03CC;
+    case 0x0130:
+      return 'i';
+    default:
+      return c;
   }
 }
 
@@ -68,14 +73,22 @@ char32_t SimpleUpper(char32_t c) {
     if (c >= r.first && c <= r.last && ((c % 2 == 0) != r.upper_is_even)) return c - 1;
   }
   switch (c) {
-    case 0x00FF: return 0x0178;
-    case 0x00B5: return 0x039C;
-    case 0x03AC: return 0x0386;
-    case 0x03CC: return 0x038C;
-    case 0x03C2: return 0x03A3;
-    case 0x0131: return 'I';
-    case 0x017F: return 'S';
-    default: return c;
+    case 0x00FF:
+      return 0x0178;
+    case 0x00B5:
+      return 0x039C;
+    case 0x03AC:
+      return 0x0386;
+    case 0x03CC:
+      return 0x038C;
+    case 0x03C2:
+      return 0x03A3;
+    case 0x0131:
+      return 'I';
+    case 0x017F:
+      return 'S';
+    default:
+      return c;
   }
 }
 
@@ -124,7 +137,11 @@ std::u32string DecodeUtf8(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     unsigned char b = static_cast<unsigned char>(text[i]);
-    int extra = b < 0x80 ? 0 : (b >> 5) == 0x6 ? 1 : (b >> 4) == 0xE ? 2 : (b >> 3) == 0x1E ? 3 : -1;
+    int extra = b < 0x80           ? 0
+                : (b >> 5) == 0x6  ? 1
+                : (b >> 4) == 0xE  ? 2
+                : (b >> 3) == 0x1E ? 3
+                                   : -1;
     char32_t cp = extra == 0 ? b : extra == 1 ? (b & 0x1F) : extra == 2 ? (b & 0x0F) : (b & 0x07);
     bool ok = extra >= 0 && i + extra < text.size();
     for (int k = 1; ok && k <= extra; ++k) {
@@ -188,8 +205,8 @@ size_t CodePointCount(std::string_view text) {
 
 bool IsPySpace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 bool IsPyPrintable(char32_t c) {
@@ -488,7 +505,8 @@ std::string PyFloatRepr(double value) {
     out += digits.substr(0, 1);
     if (digits.size() > 1) out += "." + digits.substr(1);
     char exp_buf[16];
-    std::snprintf(exp_buf, sizeof(exp_buf), "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+    std::snprintf(exp_buf, sizeof(exp_buf), "e%c%02d", exponent < 0 ? '-' : '+',
+                  std::abs(exponent));
     return out + exp_buf;
   }
   if (point <= 0) return out + "0." + std::string(-point, '0') + digits;

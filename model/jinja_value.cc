@@ -4,7 +4,6 @@
 #include <limits>
 
 #include "absl/status/status.h"
-
 #include "model/jinja_text.h"
 
 namespace shardserve {
@@ -213,16 +212,26 @@ std::string Value::Repr() const {
 
 std::string Value::TypeName() const {
   switch (kind_) {
-    case Kind::kUndefined: return "Undefined";
-    case Kind::kNone: return "NoneType";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kList: return is_tuple_ ? "tuple" : "list";
-    case Kind::kDict: return "dict";
-    case Kind::kFunction: return "function";
-    case Kind::kNamespace: return "Namespace";
+    case Kind::kUndefined:
+      return "Undefined";
+    case Kind::kNone:
+      return "NoneType";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kList:
+      return is_tuple_ ? "tuple" : "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kFunction:
+      return "function";
+    case Kind::kNamespace:
+      return "Namespace";
   }
   return "object";
 }
@@ -304,8 +313,8 @@ absl::StatusOr<std::vector<Value>> BindArgs(const std::string& function, const C
                                         name + "'");
     }
     if (given[i]) {
-      return absl::InvalidArgumentError(function + "() got multiple values for argument '" +
-                                        name + "'");
+      return absl::InvalidArgumentError(function + "() got multiple values for argument '" + name +
+                                        "'");
     }
     bound[i] = value;
     given[i] = true;

@@ -43,7 +43,18 @@ using NativeFunction = std::function<absl::StatusOr<Value>(Evaluator& evaluator,
 
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kFunction, kNamespace };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kFunction,
+    kNamespace
+  };
 
   // Undefined, with the message jinja2 reports when it is used in a way that needs a value.
   Value() : kind_(Kind::kUndefined) {}

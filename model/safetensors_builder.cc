@@ -18,8 +18,7 @@ size_t ElementBytes(const std::string& dtype) {
 
 }  // namespace
 
-SafetensorsBuilder& SafetensorsBuilder::AddTensor(const std::string& name,
-                                                  const std::string& dtype,
+SafetensorsBuilder& SafetensorsBuilder::AddTensor(const std::string& name, const std::string& dtype,
                                                   const std::vector<int64_t>& shape,
                                                   std::vector<uint8_t> data) {
   if (data.empty()) {

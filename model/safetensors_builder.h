@@ -21,8 +21,7 @@ class SafetensorsBuilder {
   // `dtype` as spelled in safetensors ("F32", "BF16", ...). With no `data`, the right number of
   // bytes (for F32/F16/BF16/I32/I64/F64/U8/I8/BOOL) is filled with a pattern from the name.
   SafetensorsBuilder& AddTensor(const std::string& name, const std::string& dtype,
-                                const std::vector<int64_t>& shape,
-                                std::vector<uint8_t> data = {});
+                                const std::vector<int64_t>& shape, std::vector<uint8_t> data = {});
   SafetensorsBuilder& SetMetadata(std::map<std::string, std::string> metadata);
 
   std::vector<uint8_t> Build() const;

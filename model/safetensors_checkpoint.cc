@@ -50,8 +50,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     RETURN_IF_ERROR(ckpt->AddShard(std::move(file)));
     return ckpt;
   }
-  return absl::NotFoundError(
-      absl::StrCat("no ", kSingleFile, " or ", kIndexFile, " in ", path));
+  return absl::NotFoundError(absl::StrCat("no ", kSingleFile, " or ", kIndexFile, " in ", path));
 }
 
 absl::Status SafetensorsCheckpoint::AddShard(std::unique_ptr<SafetensorsFile> shard) {

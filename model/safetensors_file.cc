@@ -72,8 +72,8 @@ absl::Status SafetensorsFile::ParseAll() {
                               kMaxHeaderBytes, " bytes"));
   }
   if (header_bytes > bytes_.size() - 8) {
-    return error(absl::StrCat("header length ", header_bytes, " exceeds the ",
-                              bytes_.size() - 8, " bytes after it"));
+    return error(absl::StrCat("header length ", header_bytes, " exceeds the ", bytes_.size() - 8,
+                              " bytes after it"));
   }
   const char* header = reinterpret_cast<const char*>(bytes_.data() + 8);
   const Json root = Json::parse(header, header + header_bytes, /*cb=*/nullptr,
@@ -146,9 +146,8 @@ absl::Status SafetensorsFile::ParseAll() {
                                 ") lie outside the ", data_bytes, "-byte data section"));
     }
     if (t.end - t.begin != static_cast<uint64_t>(nbytes)) {
-      return error(absl::StrCat(what, ": data_offsets span ", t.end - t.begin,
-                                " bytes but ", dtype_name, " ", t.view.ShapeString(),
-                                " needs ", nbytes));
+      return error(absl::StrCat(what, ": data_offsets span ", t.end - t.begin, " bytes but ",
+                                dtype_name, " ", t.view.ShapeString(), " needs ", nbytes));
     }
     // Kernels read elements in place, so each must sit at its natural alignment (files written
     // by the safetensors library always do: the header is padded to 8 bytes).

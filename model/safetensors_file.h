@@ -29,8 +29,8 @@ namespace shardserve {
 
 struct SafetensorsTensor {
   std::string name;
-  TensorView view;        // packed CPU view into the file's bytes; shape outermost first
-  uint64_t begin = 0;     // data_offsets, relative to the data section
+  TensorView view;     // packed CPU view into the file's bytes; shape outermost first
+  uint64_t begin = 0;  // data_offsets, relative to the data section
   uint64_t end = 0;
 };
 

@@ -96,8 +96,7 @@ TEST(SafetensorsFileTest, OpensFilesFromDisk) {
   auto f = SafetensorsFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ((*f)->Get("x")->ShapeString(), "[2, 8]");
-  EXPECT_EQ(SafetensorsFile::Open(path + ".missing").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(SafetensorsFile::Open(path + ".missing").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(SafetensorsFileTest, RejectsBadFraming) {
@@ -138,13 +137,11 @@ TEST(SafetensorsFileTest, RejectsBadEntries) {
   ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[1]}})", 4, "data_offsets");
   ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", 4,
                        "data_offsets");
-  ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", 4,
-                       "outside");
+  ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", 4, "outside");
   ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4,
                        "outside the 4-byte data section");
   ExpectHeaderRejected(
-      R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551615]}})", 4,
-      "outside");
+      R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551615]}})", 4, "outside");
   ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 16,
                        "span 8 bytes but F32 [3] needs 12");
   ExpectHeaderRejected(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})", 8,

@@ -23,8 +23,8 @@ bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DTyp
 // Calls `fn` on each tensor `c` requires, in layer order, stopping at the first error. Lazy so
 // that a hostile config claiming thousands of layers of thousands of experts fails at its first
 // missing tensor instead of first listing millions of names.
-absl::Status ForEachRequiredTensor(
-    const ModelConfig& c, const std::function<absl::Status(const ExpectedTensor&)>& fn) {
+absl::Status ForEachRequiredTensor(const ModelConfig& c,
+                                   const std::function<absl::Status(const ExpectedTensor&)>& fn) {
   const int64_t hidden = c.hidden_size;
   RETURN_IF_ERROR(fn({"token_embd", {c.vocab_size, hidden}}));
   RETURN_IF_ERROR(fn({"output_norm", {hidden}}));
@@ -87,13 +87,12 @@ std::vector<ExpectedTensor> RequiredTensors(const ModelConfig& c) {
 absl::Status WeightSource::ValidateRequiredTensors(absl::Span<const DType> allowed) const {
   return ForEachRequiredTensor(config(), [&](const ExpectedTensor& want) -> absl::Status {
     ASSIGN_OR_RETURN(TensorView t, Get(want.name));
-    const bool same_shape =
-        t.ndim == static_cast<int>(want.shape.size()) &&
-        std::equal(want.shape.begin(), want.shape.end(), t.shape.begin());
+    const bool same_shape = t.ndim == static_cast<int>(want.shape.size()) &&
+                            std::equal(want.shape.begin(), want.shape.end(), t.shape.begin());
     if (!same_shape) {
       return absl::InvalidArgumentError(absl::StrCat(path(), ": tensor '", want.name,
-                                                     "' has shape ", t.ShapeString(),
-                                                     ", expected ", ShapeString(want.shape)));
+                                                     "' has shape ", t.ShapeString(), ", expected ",
+                                                     ShapeString(want.shape)));
     }
     const bool supported = std::find(allowed.begin(), allowed.end(), t.dtype) != allowed.end();
     if (!supported || (want.shape.size() == 1 && !IsFloat(t.dtype))) {
@@ -101,10 +100,9 @@ absl::Status WeightSource::ValidateRequiredTensors(absl::Span<const DType> allow
       for (DType d : allowed) {
         if (want.shape.size() > 1 || IsFloat(d)) names.push_back(DTypeName(d));
       }
-      return absl::InvalidArgumentError(absl::StrCat(path(), ": tensor '", want.name,
-                                                     "' has dtype ", DTypeName(t.dtype),
-                                                     "; supported here: ",
-                                                     absl::StrJoin(names, ", ")));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path(), ": tensor '", want.name, "' has dtype ", DTypeName(t.dtype),
+                       "; supported here: ", absl::StrJoin(names, ", ")));
     }
     return absl::OkStatus();
   });

@@ -93,10 +93,14 @@ TEST(GgufWeightSourceTest, ServesDenseWeightsInPlace) {
     const char* shape;
   };
   const Case cases[] = {
-      {"token_embd", DType::kF16, "[40, 256]"},     {"output", DType::kBF16, "[40, 256]"},
-      {"output_norm", DType::kF32, "[256]"},        {"blk.1.attn_q", DType::kQ8_0, "[256, 256]"},
-      {"blk.1.attn_v", DType::kQ4_0, "[128, 256]"}, {"blk.0.attn_output", DType::kQ4_1, "[256, 256]"},
-      {"blk.0.ffn_up", DType::kQ4_K, "[512, 256]"}, {"blk.1.ffn_down", DType::kQ6_K, "[256, 512]"},
+      {"token_embd", DType::kF16, "[40, 256]"},
+      {"output", DType::kBF16, "[40, 256]"},
+      {"output_norm", DType::kF32, "[256]"},
+      {"blk.1.attn_q", DType::kQ8_0, "[256, 256]"},
+      {"blk.1.attn_v", DType::kQ4_0, "[128, 256]"},
+      {"blk.0.attn_output", DType::kQ4_1, "[256, 256]"},
+      {"blk.0.ffn_up", DType::kQ4_K, "[512, 256]"},
+      {"blk.1.ffn_down", DType::kQ6_K, "[256, 512]"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<TensorView> v = w.Get(c.name);
@@ -244,8 +248,8 @@ void WriteQwen3Checkpoint(const std::string& dir, const std::string& drop = "",
     if (name == f32_shape_override) shape = {shape[0] + 1};
     shards[shard].AddTensor(name, dtype, shape);
     if (!weight_map.empty()) weight_map += ",";
-    weight_map += "\"" + name + "\": \"model-0000" + std::to_string(shard + 1) +
-                  "-of-00002.safetensors\"";
+    weight_map +=
+        "\"" + name + "\": \"model-0000" + std::to_string(shard + 1) + "-of-00002.safetensors\"";
   };
   add(0, "model.embed_tokens.weight", "BF16", {24, 32});
   add(1, "model.norm.weight", "F32", {32});
@@ -366,8 +370,8 @@ TEST(HfWeightSourceTest, MapsMixtralExperts) {
   const WeightSource& w = **source;
   EXPECT_EQ(w.config().arch, Architecture::kMixtral);
   EXPECT_TRUE(HoldsPattern(*w.Get("output"), "lm_head.weight"));
-  EXPECT_TRUE(HoldsPattern(*w.Get("blk.0.ffn_gate_inp"),
-                           "model.layers.0.block_sparse_moe.gate.weight"));
+  EXPECT_TRUE(
+      HoldsPattern(*w.Get("blk.0.ffn_gate_inp"), "model.layers.0.block_sparse_moe.gate.weight"));
   EXPECT_TRUE(HoldsPattern(*w.Get("blk.0.ffn_gate.1"),
                            "model.layers.0.block_sparse_moe.experts.1.w1.weight"));
   EXPECT_TRUE(HoldsPattern(*w.Get("blk.0.ffn_up.2"),

@@ -16,7 +16,9 @@ using internal::PairedIndex;
 
 // Quantizes activations as llama.cpp's x86 Q8_0 / Q8_1 quantizer does (scale 127 / amax, round
 // half to even), so the integer products match its own.
-void PackQ8(const float* x, int64_t k, uint8_t* dst, bool paired) {
+// `fp16_sum`: store s as Q8_1 does, fp16(d * sum) with the unrounded d (Q4_1 weights); else s is
+// fp16(d) * sum exactly, which Q4_0's offset term needs.
+void PackQ8(const float* x, int64_t k, uint8_t* dst, bool paired, bool fp16_sum) {
   const int64_t nb = k / kQk;
   auto* qs = reinterpret_cast<int8_t*>(dst);
   float ds[2];
@@ -31,8 +33,10 @@ void PackQ8(const float* x, int64_t k, uint8_t* dst, bool paired) {
       sum += q;
       qs[paired ? PairedIndex(b, j, nb) : kQk * b + j] = static_cast<int8_t>(q);
     }
-    ds[0] = Fp16ToFloat(FloatToFp16(amax / 127.0f));
-    ds[1] = ds[0] * static_cast<float>(sum);  // exact: an 11-bit by 12-bit product
+    const float d = amax / 127.0f;
+    ds[0] = Fp16ToFloat(FloatToFp16(d));
+    ds[1] = fp16_sum ? Fp16ToFloat(FloatToFp16(d * static_cast<float>(sum)))
+                     : ds[0] * static_cast<float>(sum);  // exact: 11-bit by 12-bit
     std::memcpy(dst + k + sizeof(ds) * b, ds, sizeof(ds));
   }
 }
@@ -126,7 +130,9 @@ void PackActivations(DType weight_type, const float* x, int64_t k, uint8_t* dst,
     case DType::kQ4_1:
     case DType::kQ8_0: {
       const bool paired = weight_type != DType::kQ8_0;
-      return simd ? internal::PackQ8Avx2(x, k, dst, paired) : PackQ8(x, k, dst, paired);
+      const bool fp16_sum = weight_type == DType::kQ4_1;
+      return simd ? internal::PackQ8Avx2(x, k, dst, paired, fp16_sum)
+                  : PackQ8(x, k, dst, paired, fp16_sum);
     }
     case DType::kQ4_K:
     case DType::kQ6_K:

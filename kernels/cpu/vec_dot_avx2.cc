@@ -258,7 +258,7 @@ struct Q8_0Kernel {
 
 }  // namespace
 
-void PackQ8Avx2(const float* x, int64_t k, uint8_t* dst, bool paired) {
+void PackQ8Avx2(const float* x, int64_t k, uint8_t* dst, bool paired, bool fp16_sum) {
   const int64_t nb = k / kQk;
   auto* qs = reinterpret_cast<int8_t*>(dst);
   float* ds = reinterpret_cast<float*>(dst + k);
@@ -291,8 +291,11 @@ void PackQ8Avx2(const float* x, int64_t k, uint8_t* dst, bool paired) {
     int8_t* hi = qs + (paired ? PairedIndex(b, 16, nb) : kQk * b + 16);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(lo), _mm256_castsi256_si128(q8));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(hi), _mm256_extracti128_si256(q8, 1));
-    ds[2 * b] = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
-    ds[2 * b + 1] = ds[2 * b] * static_cast<float>(_mm_cvtsi128_si32(s4));
+    const float d = amax / 127.0f;
+    ds[2 * b] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+    const float sum = static_cast<float>(_mm_cvtsi128_si32(s4));
+    ds[2 * b + 1] = fp16_sum ? _cvtsh_ss(_cvtss_sh(d * sum, _MM_FROUND_TO_NEAREST_INT))
+                             : ds[2 * b] * sum;
   }
 }
 

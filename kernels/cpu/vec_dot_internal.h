@@ -52,7 +52,8 @@ void DotTileScalarQ6_K(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*
 
 // AVX2 + FMA + F16C kernels (vec_dot_avx2*.cc); call only when the CPU has them.
 // Packs a Q8 activation row exactly as the scalar packer in vec_dot.cc does.
-void PackQ8Avx2(const float* x, int64_t k, uint8_t* dst, bool paired);
+// `fp16_sum`: s = fp16(d * sum) as Q8_1 stores it (for Q4_1); else s = fp16(d) * sum exactly.
+void PackQ8Avx2(const float* x, int64_t k, uint8_t* dst, bool paired, bool fp16_sum);
 void DotTileAvx2F32(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,
                     float*, int64_t);
 void DotTileAvx2F16(int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, int64_t,

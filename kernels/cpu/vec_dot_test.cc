@@ -75,7 +75,8 @@ TEST(VecDotTest, PackQ8FollowsLlamaCppQuantizer) {
       EXPECT_EQ(q, std::nearbyint(x[32 * b + j] * (127.0f / amax)));
       sum += q;
     }
-    EXPECT_EQ(ds[2 * b + 1], static_cast<float>(sum * d));
+    // s is fp16(unrounded d * sum), as Q8_1 blocks store it.
+    EXPECT_EQ(ds[2 * b + 1], Fp16ToFloat(FloatToFp16((amax / 127) * static_cast<float>(sum))));
   }
 }
 
@@ -134,6 +135,17 @@ TEST(VecDotTest, KernelsMatchReferenceOnEveryIsa) {
           for (int64_t t = 0; t < k; ++t) {
             want += wf[j][t] * xf[i][t];
             mag += std::fabs(wf[j][t] * xf[i][t]);
+          }
+          if (type == DType::kQ4_1) {
+            // The min term uses the activation block's stored s = fp16(d * sum), as Q8_1 does,
+            // not the exact d * sum that the unpacked activations give.
+            const auto* wb = reinterpret_cast<const BlockQ4_1*>(w.data() + j * w_stride);
+            const auto* ds = reinterpret_cast<const float*>(x.data() + i * x_stride + k);
+            for (int64_t b = 0; b < k / 32; ++b) {
+              double exact_sum = 0;
+              for (int t = 0; t < 32; ++t) exact_sum += xf[i][32 * b + t];
+              want += Fp16ToFloat(wb[b].m) * (ds[2 * b + 1] - exact_sum);
+            }
           }
           ASSERT_NEAR(y_scalar[i * y_stride + j], want, 1e-5 * mag + 1e-6) << i << "," << j;
         }

