@@ -91,6 +91,11 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Create(const WeightSource* wei
 absl::Status Decoder::BindWeights(const WeightSource& w) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
+  if (w.Has("rope_freqs")) {
+    // llama.cpp stores Llama 3.1-style RoPE scaling as per-dimension frequency factors.
+    return absl::UnimplementedError(absl::StrCat(
+        w.path(), ": per-dimension RoPE frequency factors (tensor rope_freqs) are not supported"));
+  }
   rope_ = MakeRope(c);
   ASSIGN_OR_RETURN(token_embd_, GetWithShape(w, "token_embd", {c.vocab_size, h}));
   if (w.Has("output")) {

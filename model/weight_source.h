@@ -23,10 +23,11 @@
 //   blk.L.attn_q_norm, blk.L.attn_k_norm   [head_dim] (QkNorm::kPerHead) or
 //                                          [q_dim] / [kv_dim] (QkNorm::kFull)
 //   blk.L.ffn_norm [hidden]
-//   dense:  blk.L.ffn_gate, blk.L.ffn_up [intermediate, hidden]   blk.L.ffn_down [hidden, inter]
+//   dense:  blk.L.ffn_gate, blk.L.ffn_up [intermediate, hidden]
+//           blk.L.ffn_down [hidden, intermediate]
 //   MoE:    blk.L.ffn_gate_inp [num_experts, hidden]  (router)
-//           blk.L.ffn_gate.E, blk.L.ffn_up.E [moe_inter, hidden]   blk.L.ffn_down.E [hidden, ...]
-//           for expert E in [0, num_experts)
+//           blk.L.ffn_gate.E, blk.L.ffn_up.E [moe_intermediate, hidden]
+//           blk.L.ffn_down.E [hidden, moe_intermediate]    for expert E in [0, num_experts)
 //   shared expert (shared_expert_intermediate_size > 0):
 //           blk.L.ffn_gate_shexp, blk.L.ffn_up_shexp [shared_inter, hidden]
 //           blk.L.ffn_down_shexp [hidden, shared_inter]   blk.L.ffn_gate_inp_shexp [1, hidden]

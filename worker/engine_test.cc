@@ -1,0 +1,125 @@
+#include "worker/engine.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/weight_source.h"
+
+namespace shardserve {
+namespace {
+
+std::string TinyModel(const std::string& family) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return std::string(srcdir != nullptr ? srcdir : ".") + "/shardserve/tests/fixtures/tiny/" +
+         family;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto w = OpenWeightSource(TinyModel("qwen2moe"));
+    ASSERT_TRUE(w.ok()) << w.status();
+    weights_ = std::move(*w);
+  }
+  std::unique_ptr<Engine> MakeEngine(EngineOptions options) {
+    auto e = Engine::Create(weights_.get(), options);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return e.ok() ? std::move(*e) : nullptr;
+  }
+  std::unique_ptr<WeightSource> weights_;
+};
+
+SamplingParams Greedy(int max_tokens) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = max_tokens;
+  p.ignore_eos = true;
+  return p;
+}
+
+std::vector<int32_t> Prompt(int n) {
+  std::vector<int32_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(32 + (i * 37) % 200);
+  return ids;
+}
+
+auto KeepGoing() {
+  return [](int32_t) { return true; };
+}
+
+TEST_F(EngineTest, ChunkingAndPrefixCacheDoNotChangeGreedyOutput) {
+  EngineOptions whole;
+  whole.max_num_batched_tokens = 512;
+  auto a = MakeEngine(whole);
+  auto reference = a->Generate(Prompt(70), Greedy(12), KeepGoing());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  EXPECT_EQ(reference->cached_tokens, 0);
+  ASSERT_EQ(reference->token_ids.size(), 12u);
+
+  EngineOptions chunked;
+  chunked.max_num_batched_tokens = 16;
+  chunked.block_size = 8;
+  auto b = MakeEngine(chunked);
+  auto first = b->Generate(Prompt(70), Greedy(12), KeepGoing());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->token_ids, reference->token_ids);
+  // The same prompt again: its full blocks come from the prefix cache.
+  auto second = b->Generate(Prompt(70), Greedy(12), KeepGoing());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->cached_tokens, 64);  // 8 full blocks of 8; the last token is recomputed
+  EXPECT_EQ(second->token_ids, reference->token_ids);
+}
+
+TEST_F(EngineTest, CallbackStopsGeneration) {
+  auto e = MakeEngine({});
+  int calls = 0;
+  auto r = e->Generate(Prompt(5), Greedy(50), [&](int32_t) { return ++calls < 3; });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->token_ids.size(), 3u);
+}
+
+TEST_F(EngineTest, RejectsBadInputWithClearErrors) {
+  auto e = MakeEngine({});
+  auto empty = e->Generate({}, Greedy(4), KeepGoing());
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+
+  auto bad_id = e->Generate({1, 2, 100000}, Greedy(4), KeepGoing());
+  EXPECT_EQ(bad_id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_id.status().message().find("100000"), std::string::npos);
+
+  SamplingParams bad = Greedy(4);
+  bad.top_p = 1.5f;
+  auto bad_params = e->Generate(Prompt(3), bad, KeepGoing());
+  EXPECT_EQ(bad_params.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_params.status().message().find("top_p"), std::string::npos);
+
+  // The tiny model's context window is 256 tokens.
+  auto too_long = e->Generate(Prompt(250), Greedy(10), KeepGoing());
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.status().message().find("context window of 256"), std::string::npos);
+
+  // The engine is still healthy afterwards.
+  auto ok = e->Generate(Prompt(3), Greedy(4), KeepGoing());
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
+TEST_F(EngineTest, SmallKvCacheLimitsTheContextAndFreesBlocks) {
+  EngineOptions small;
+  small.block_size = 16;
+  // Room for exactly 4 blocks (64 tokens) of this model's KV.
+  const ModelConfig& c = weights_->config();
+  small.kv_cache_bytes = 4 * 16 * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4;
+  auto e = MakeEngine(small);
+  EXPECT_EQ(e->max_context_tokens(), 64);
+  auto too_long = e->Generate(Prompt(60), Greedy(10), KeepGoing());
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  // Requests that fit run one after another: each frees its blocks when it ends.
+  for (int i = 0; i < 3; ++i) {
+    auto r = e->Generate(Prompt(40 + i), Greedy(20), KeepGoing());
+    EXPECT_TRUE(r.ok()) << r.status();
+  }
+}
+
+}  // namespace
+}  // namespace shardserve
