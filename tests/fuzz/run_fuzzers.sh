@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the model file format fuzz targets (GGUF, safetensors, config.json) with libFuzzer, AddressSanitizer and UBSan, straight
-# from the sources (no Bazel), and runs each for $1 seconds (default 20) on a scratch copy of its
-# seed corpus. Exits non-zero when a target crashes; the crashing input is kept under
+# Builds the fuzz targets (GGUF, safetensors, config.json, tokenizer) with libFuzzer,
+# AddressSanitizer and UBSan, straight from the sources (no Bazel), and runs each for $1 seconds
+# (default 20) on a scratch copy of its seed corpus. Exits non-zero when a target crashes; the crashing input is kept under
 # ${FUZZ_ARTIFACTS:-${TMPDIR:-/tmp}/shardserve-fuzz} and replays with
 #   bazel-bin/tests/fuzz/gguf_fuzz_regression <crash file> --mutations=0
 # Needs clang-14 and libclang-rt-14-dev; run from anywhere.
@@ -26,13 +26,21 @@ gguf_srcs=(model/gguf_file.cc model/gguf_config.cc model/config_validation.cc
            model/weight_source.cc model/gguf_weight_source.cc model/hf_weight_source.cc
            model/hf_config.cc "${safetensors_srcs[@]}")
 
-# build NAME SOURCES...
-build() {
+# Each source is compiled once (two at a time) and shared by the fuzzers that link it.
+compile_all() {
+  printf '%s\n' "$@" | sort -u | xargs -P 2 -I{} sh -c \
+    'mkdir -p "$(dirname "$0/{}.o")" && cd "$1" && '"$cxx"' '"${flags[*]}"' -c {} -o "$0/{}.o"' \
+    "$work/obj" "$root"
+}
+
+# link NAME SOURCES...
+link() {
   local name="$1"
   shift
-  echo "== building $name"
-  (cd "$root" && "$cxx" "${flags[@]}" "$@" "${base_srcs[@]}" -o "$work/$name" "${absl[@]}" \
-    -lpthread)
+  local objs=()
+  for src in "$@" "${base_srcs[@]}"; do objs+=("$work/obj/$src.o"); done
+  echo "== linking $name"
+  "$cxx" "${flags[@]}" "${objs[@]}" -o "$work/$name" "${absl[@]}" "${extra_libs[@]}" -lpthread
 }
 
 # run NAME CORPUS_SUBDIR
@@ -48,12 +56,25 @@ run() {
   fi
 }
 
-build gguf_fuzzer tests/fuzz/gguf_fuzzer.cc "${gguf_srcs[@]}"
-build safetensors_fuzzer tests/fuzz/safetensors_fuzzer.cc "${safetensors_srcs[@]}"
-build hf_config_fuzzer tests/fuzz/hf_config_fuzzer.cc model/hf_config.cc \
-  model/config_validation.cc
+tokenizer_srcs=(model/bpe_utf8.cc model/bpe_byte_level.cc model/bpe_model.cc
+                model/bpe_added_token_matcher.cc model/pre_tokenizer.cc model/tokenizer.cc
+                model/tokenizer_gguf.cc model/tokenizer_hf_json.cc model/tokenizer_normalizer.cc
+                model/incremental_detokenizer.cc)
+extra_libs=(-lonig -licuuc)
+
+echo "== compiling"
+compile_all tests/fuzz/gguf_fuzzer.cc tests/fuzz/safetensors_fuzzer.cc \
+  tests/fuzz/hf_config_fuzzer.cc tests/fuzz/tokenizer_fuzzer.cc "${gguf_srcs[@]}" \
+  "${tokenizer_srcs[@]}" "${base_srcs[@]}"
+link gguf_fuzzer tests/fuzz/gguf_fuzzer.cc "${gguf_srcs[@]}"
+link safetensors_fuzzer tests/fuzz/safetensors_fuzzer.cc "${safetensors_srcs[@]}"
+link hf_config_fuzzer tests/fuzz/hf_config_fuzzer.cc model/hf_config.cc model/config_validation.cc
+link tokenizer_fuzzer tests/fuzz/tokenizer_fuzzer.cc "${tokenizer_srcs[@]}"
+
 status=0
 run gguf_fuzzer gguf || status=1
 run safetensors_fuzzer safetensors || status=1
 run hf_config_fuzzer hf_config || status=1
+SHARDSERVE_FUZZ_TOKENIZER="$root/tests/tokenizer/smollm2_tokenizer.json" \
+  run tokenizer_fuzzer tokenizer || status=1
 exit "$status"
