@@ -62,6 +62,14 @@ inline void UnpackPair(const uint8_t* qa, const uint8_t* qb, __m256i* lo, __m256
   *hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
 }
 
+// Touches the cache lines of [p, p + bytes) so they are on their way when the next tile of
+// weight rows reads them.
+inline void PrefetchNextTile(const uint8_t* p, int bytes) {
+  for (int off = 0; off < bytes; off += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
+  }
+}
+
 // Int32 lanes 0-3 sum block A's products, lanes 4-7 block B's, as floats.
 inline __m256 PairDot(__m256i lo, __m256i hi, const int8_t* x) {
   // Each maddubs lane is at most 2 * 15 * 127, so the sum of two fits in int16.
@@ -105,6 +113,7 @@ void DotQ4Tile(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_
   for (; b + 4 <= nb; b += 4) {
     for (int r = 0; r < NW; ++r) {
       const uint8_t* wb = w + r * ws + b * kBB;
+      PrefetchNextTile(wb + NW * ws, 4 * kBB);  // see DotQ8Tile
       const __m256 wsc = F::Scales4(wb);
       __m256i lo0, hi0, lo1, hi1;
       UnpackPair(wb + kOff, wb + kBB + kOff, &lo0, &hi0);
@@ -178,6 +187,9 @@ void DotQ8Tile(int64_t k, const uint8_t* w, int64_t ws, const uint8_t* x, int64_
   for (; b + 4 <= nb; b += 4) {
     for (int r = 0; r < NW; ++r) {
       const uint8_t* wb = w + r * ws + b * kBB;
+      // NOTES: a tile reads NW short row segments, too short for the hardware prefetcher to
+      // lock on before the next tile starts, so fetch the same bytes of the next tile now.
+      PrefetchNextTile(wb + NW * ws, 4 * kBB);
       const __m128i dv = _mm_and_si128(_mm_setr_epi32(LoadU32(wb), LoadU32(wb + kBB),
                                                       LoadU32(wb + 2 * kBB), LoadU32(wb + 3 * kBB)),
                                        _mm_set1_epi32(0xffff));
