@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs dependencies, builds, runs every Bazel test (with the
-# default model available to the tests that use it), then a short fuzzing run of the parsers.
+# default model available to the tests that use it), the CUDA build when nvcc is installed, then a
+# short fuzzing run of the parsers and the tokenizer.
 # Ends with one line "N passed, N failed".
 #
 #   tools/test.sh                 # everything
 #   FUZZ_SECONDS=0 tools/test.sh  # skip the fuzzing run
+#   CUDA_BUILD=0 tools/test.sh    # skip `bazel build --config=cuda //...` (done when nvcc exists)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,17 @@ bazel_rc=${PIPESTATUS[0]}
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
 failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log")
 if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a build failure outside any test
+
+# The CUDA backend must keep compiling even though no GPU runs it here.
+if [[ "${CUDA_BUILD:-auto}" != "0" && -x /usr/local/cuda/bin/nvcc ]]; then
+  if bazel build --config=cuda //... 2>&1 | tail -3; then
+    echo "cuda build: PASSED"
+    passed=$((passed + 1))
+  else
+    echo "cuda build: FAILED" >&2
+    failed=$((failed + 1))
+  fi
+fi
 
 fuzz_seconds="${FUZZ_SECONDS:-15}"
 if [[ "$fuzz_seconds" != "0" && -x tests/fuzz/run_fuzzers.sh ]]; then
