@@ -23,7 +23,11 @@ if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a build failure 
 
 # The CUDA backend must keep compiling even though no GPU runs it here.
 if [[ "${CUDA_BUILD:-auto}" != "0" && -x /usr/local/cuda/bin/nvcc ]]; then
-  if bazel build --config=cuda //... 2>&1 | tail -3; then
+  bazel build --config=cuda //... >"$log.cuda" 2>&1
+  cuda_rc=$?
+  tail -3 "$log.cuda"
+  rm -f "$log.cuda"
+  if [[ $cuda_rc -eq 0 ]]; then
     echo "cuda build: PASSED"
     passed=$((passed + 1))
   else
