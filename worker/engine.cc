@@ -32,9 +32,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const WeightSource* weigh
   shape.block_size = options.block_size;
   shape.num_kv_heads = c.num_kv_heads;
   shape.head_dim = c.head_dim;
-  shape.num_blocks = options.kv_cache_bytes / (shape.BytesPerToken() * shape.block_size);
+  int64_t kv_bytes = options.kv_cache_bytes;
+  if (kv_bytes == 0) {
+    kv_bytes = std::min<int64_t>(int64_t{4} << 30, (c.max_position_embeddings + shape.block_size) *
+                                                       shape.BytesPerToken());
+  }
+  shape.num_blocks = kv_bytes / (shape.BytesPerToken() * shape.block_size);
   if (shape.num_blocks < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("kv_cache_bytes=", options.kv_cache_bytes,
+    return absl::InvalidArgumentError(absl::StrCat("kv_cache_bytes=", kv_bytes,
                                                    " holds less than one block of ",
                                                    shape.block_size, " tokens"));
   }
@@ -103,7 +108,11 @@ absl::StatusOr<GenerationResult> Engine::Generate(
   if (prompt_len + params.max_tokens > context) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt (", prompt_len, " tokens) plus max_tokens (", params.max_tokens,
-        ") exceeds the context window of ", context, " tokens"));
+        ") exceeds the context window of ", context, " tokens",
+        context < c.max_position_embeddings
+            ? absl::StrCat(" (the KV cache's capacity; the model allows ",
+                           c.max_position_embeddings, ")")
+            : ""));
   }
 
   const int64_t seq_id = next_seq_id_++;

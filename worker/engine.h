@@ -29,7 +29,9 @@ namespace shardserve {
 
 struct EngineOptions {
   int num_threads = 0;                         // 0: every CPU this process may use
-  int64_t kv_cache_bytes = int64_t{256} << 20;  // K and V of all layers
+  // K and V of all layers. 0: room for one sequence of the model's whole context window, at most
+  // 4 GiB (pages are only touched when used).
+  int64_t kv_cache_bytes = 0;
   int64_t block_size = 16;                     // tokens per KV block
   int64_t max_num_batched_tokens = 512;        // prefill chunk size (tokens per step)
 };
