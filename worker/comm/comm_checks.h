@@ -17,8 +17,8 @@ inline absl::Status CheckCpuPacked(const TensorView& t, const char* op, const ch
         absl::StrCat(op, ": ", what, " is on ", t.device.ToString(), ", expected the CPU"));
   }
   if (!t.is_packed()) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " ", t.ShapeString(),
-                                                   " is strided, expected packed"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", what, " ", t.ShapeString(), " is strided, expected packed"));
   }
   if (t.nbytes() > 0 && t.data == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " has no data"));
@@ -35,12 +35,11 @@ inline absl::Status CheckRank(int rank, int world_size, const char* op) {
 }
 
 // AllGather: recv holds world_size copies of send. AllToAll: both split in world_size blocks.
-inline absl::Status CheckGatherSizes(const TensorView& send, const TensorView& recv,
-                                     int world_size, const char* op) {
+inline absl::Status CheckGatherSizes(const TensorView& send, const TensorView& recv, int world_size,
+                                     const char* op) {
   if (recv.nbytes() != send.nbytes() * world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": recv has ", recv.nbytes(),
-                                                   " bytes, expected ", world_size, " x ",
-                                                   send.nbytes()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": recv has ", recv.nbytes(), " bytes, expected ", world_size, " x ", send.nbytes()));
   }
   return absl::OkStatus();
 }

@@ -54,8 +54,8 @@ class GlooCommunicator : public Communicator {
   // within `options.timeout`. `store` is used only during Create; keys are written without a
   // prefix, so give each group its own store (or a gloo::rendezvous::PrefixStore).
   static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(gloo::rendezvous::Store& store,
-                                                                 int rank, int world_size,
-                                                                 const GlooOptions& options);
+                                                                  int rank, int world_size,
+                                                                  const GlooOptions& options);
   ~GlooCommunicator() override;
 
   GlooCommunicator(const GlooCommunicator&) = delete;
