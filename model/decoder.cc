@@ -1,59 +1,17 @@
 #include "model/decoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "common/thread_pool.h"
 
 namespace shardserve {
 namespace {
 
 TensorView F32(float* data, int64_t rows, int64_t cols) {
   return TensorView::Cpu(data, DType::kF32, {rows, cols});
-}
-
-std::string LayerName(int64_t layer, const char* suffix) {
-  return absl::StrCat("blk.", layer, ".", suffix);
-}
-
-absl::StatusOr<TensorView> GetWithShape(const WeightSource& weights, const std::string& name,
-                                        std::initializer_list<int64_t> shape) {
-  ASSIGN_OR_RETURN(TensorView t, weights.Get(name));
-  bool ok = t.ndim == static_cast<int>(shape.size());
-  int i = 0;
-  for (int64_t d : shape) ok = ok && t.shape[i++] == d;
-  if (!ok) {
-    TensorView expected;
-    expected.ndim = 0;
-    for (int64_t d : shape) expected.shape[expected.ndim++] = d;
-    return absl::InvalidArgumentError(absl::StrCat(weights.path(), ": tensor ", name, " has shape ",
-                                                   t.ShapeString(), ", expected ",
-                                                   expected.ShapeString()));
-  }
-  return t;
-}
-
-// Copies a small weight (norm, bias) of any dtype into an owned F32 vector.
-absl::StatusOr<OwnedVector> GetVector(const WeightSource& weights, const std::string& name,
-                                      int64_t n) {
-  ASSIGN_OR_RETURN(TensorView t, weights.Get(name));
-  if (t.numel() != n) {
-    return absl::InvalidArgumentError(absl::StrCat(weights.path(), ": tensor ", name, " has ",
-                                                   t.numel(), " elements, expected ", n));
-  }
-  OwnedVector v;
-  v.data.resize(n);
-  TensorView table = t;
-  table.ndim = 2;
-  table.shape = {1, n, 0, 0};
-  table.row_stride_bytes = 0;
-  const int32_t zero = 0;
-  ThreadPool inline_pool(1);
-  RETURN_IF_ERROR(ops::Embedding(OpContext::Cpu(&inline_pool), table, absl::MakeConstSpan(&zero, 1),
-                                 F32(v.data.data(), 1, n)));
-  return v;
 }
 
 RopeParams MakeRope(const ModelConfig& c) {
@@ -80,87 +38,53 @@ RopeParams MakeRope(const ModelConfig& c) {
   return r;
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Create(const WeightSource* weights) {
-  std::unique_ptr<Decoder> d(new Decoder(weights->config()));
-  RETURN_IF_ERROR(d->BindWeights(*weights));
-  return d;
+absl::Status CheckComm(const Communicator* comm, int size, int rank, const char* what) {
+  if (size == 1) return absl::OkStatus();
+  if (comm == nullptr || comm->world_size() != size || comm->rank() != rank) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the ", what, " communicator must have ", size, " ranks with this rank at ", rank,
+        comm == nullptr
+            ? ", got none"
+            : absl::StrCat(", got ", comm->world_size(), " ranks, rank ", comm->rank())));
+  }
+  return absl::OkStatus();
 }
 
-absl::Status Decoder::BindWeights(const WeightSource& w) {
-  const ModelConfig& c = config_;
-  const int64_t h = c.hidden_size;
-  if (w.Has("rope_freqs")) {
-    // llama.cpp stores Llama 3.1-style RoPE scaling as per-dimension frequency factors.
-    return absl::UnimplementedError(absl::StrCat(
-        w.path(), ": per-dimension RoPE frequency factors (tensor rope_freqs) are not supported"));
-  }
-  rope_ = MakeRope(c);
-  ASSIGN_OR_RETURN(token_embd_, GetWithShape(w, "token_embd", {c.vocab_size, h}));
-  if (w.Has("output")) {
-    ASSIGN_OR_RETURN(lm_head_, GetWithShape(w, "output", {c.vocab_size, h}));
-  } else {
-    lm_head_ = token_embd_;
-  }
-  ASSIGN_OR_RETURN(output_norm_, GetVector(w, "output_norm", h));
-  weight_bytes_per_token_ = lm_head_.nbytes();
+}  // namespace
 
-  layers_.resize(c.num_layers);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    LayerWeights& lw = layers_[l];
-    auto name = [&](const char* s) { return LayerName(l, s); };
-    ASSIGN_OR_RETURN(lw.attn_norm, GetVector(w, name("attn_norm"), h));
-    ASSIGN_OR_RETURN(lw.q, GetWithShape(w, name("attn_q"), {c.q_dim(), h}));
-    ASSIGN_OR_RETURN(lw.k, GetWithShape(w, name("attn_k"), {c.kv_dim(), h}));
-    ASSIGN_OR_RETURN(lw.v, GetWithShape(w, name("attn_v"), {c.kv_dim(), h}));
-    ASSIGN_OR_RETURN(lw.o, GetWithShape(w, name("attn_output"), {h, c.q_dim()}));
-    if (c.attention_bias) {
-      ASSIGN_OR_RETURN(lw.q_bias, GetVector(w, name("attn_q.bias"), c.q_dim()));
-      ASSIGN_OR_RETURN(lw.k_bias, GetVector(w, name("attn_k.bias"), c.kv_dim()));
-      ASSIGN_OR_RETURN(lw.v_bias, GetVector(w, name("attn_v.bias"), c.kv_dim()));
-    }
-    if (c.qk_norm == QkNorm::kPerHead) {
-      ASSIGN_OR_RETURN(lw.q_norm, GetVector(w, name("attn_q_norm"), c.head_dim));
-      ASSIGN_OR_RETURN(lw.k_norm, GetVector(w, name("attn_k_norm"), c.head_dim));
-    } else if (c.qk_norm == QkNorm::kFull) {
-      ASSIGN_OR_RETURN(lw.q_norm, GetVector(w, name("attn_q_norm"), c.q_dim()));
-      ASSIGN_OR_RETURN(lw.k_norm, GetVector(w, name("attn_k_norm"), c.kv_dim()));
-    }
-    ASSIGN_OR_RETURN(lw.ffn_norm, GetVector(w, name("ffn_norm"), h));
-    weight_bytes_per_token_ += lw.q.nbytes() + lw.k.nbytes() + lw.v.nbytes() + lw.o.nbytes();
-    if (!c.is_moe()) {
-      ASSIGN_OR_RETURN(lw.gate, GetWithShape(w, name("ffn_gate"), {c.intermediate_size, h}));
-      ASSIGN_OR_RETURN(lw.up, GetWithShape(w, name("ffn_up"), {c.intermediate_size, h}));
-      ASSIGN_OR_RETURN(lw.down, GetWithShape(w, name("ffn_down"), {h, c.intermediate_size}));
-      weight_bytes_per_token_ += lw.gate.nbytes() + lw.up.nbytes() + lw.down.nbytes();
-      continue;
-    }
-    const int64_t mi = c.moe_intermediate_size;
-    ASSIGN_OR_RETURN(lw.router, GetWithShape(w, name("ffn_gate_inp"), {c.num_experts, h}));
-    lw.experts.resize(c.num_experts);
-    for (int64_t e = 0; e < c.num_experts; ++e) {
-      ExpertWeights& ew = lw.experts[e];
-      ASSIGN_OR_RETURN(ew.gate, GetWithShape(w, absl::StrCat(name("ffn_gate"), ".", e), {mi, h}));
-      ASSIGN_OR_RETURN(ew.up, GetWithShape(w, absl::StrCat(name("ffn_up"), ".", e), {mi, h}));
-      ASSIGN_OR_RETURN(ew.down, GetWithShape(w, absl::StrCat(name("ffn_down"), ".", e), {h, mi}));
-    }
-    weight_bytes_per_token_ += lw.router.nbytes() + c.num_experts_per_tok *
-                                                        (lw.experts[0].gate.nbytes() * 2 +
-                                                         lw.experts[0].down.nbytes());
-    if (c.shared_expert_intermediate_size > 0) {
-      const int64_t si = c.shared_expert_intermediate_size;
-      ExpertWeights& s = lw.shared_expert;
-      ASSIGN_OR_RETURN(s.gate, GetWithShape(w, name("ffn_gate_shexp"), {si, h}));
-      ASSIGN_OR_RETURN(s.up, GetWithShape(w, name("ffn_up_shexp"), {si, h}));
-      ASSIGN_OR_RETURN(s.down, GetWithShape(w, name("ffn_down_shexp"), {h, si}));
-      ASSIGN_OR_RETURN(lw.shared_expert_gate,
-                       GetWithShape(w, name("ffn_gate_inp_shexp"), {1, h}));
-      weight_bytes_per_token_ += s.gate.nbytes() * 2 + s.down.nbytes();
-    }
+Decoder::Decoder(const ModelConfig& config, const ShardSpec& shard, const DecoderComms& comms)
+    : config_(config),
+      shard_(shard),
+      comms_(comms),
+      num_q_heads_(shard.q_heads.size()),
+      num_kv_heads_(shard.kv_heads.size()),
+      q_dim_(shard.q_heads.size() * config.head_dim),
+      kv_dim_(shard.kv_heads.size() * config.head_dim),
+      inter_(shard.mlp_columns.size()),
+      rope_(MakeRope(config)) {}
+
+absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Create(const WeightSource* weights) {
+  ASSIGN_OR_RETURN(ShardSpec whole, MakeShardSpec(weights->config(), ParallelLayout{}, 0, 0));
+  return Create(weights, whole, DecoderComms{});
+}
+
+absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Create(const WeightSource* weights,
+                                                         const ShardSpec& shard,
+                                                         const DecoderComms& comms) {
+  const ModelConfig& c = weights->config();
+  RETURN_IF_ERROR(ValidateLayout(c, shard.layout));
+  ASSIGN_OR_RETURN(ShardSpec expected,
+                   MakeShardSpec(c, shard.layout, shard.tp_rank, shard.pp_rank));
+  if (expected.DebugString() != shard.DebugString()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shard ", shard.DebugString(), " is not MakeShardSpec's ", expected.DebugString()));
   }
-  if (c.is_moe()) moe_ = std::make_unique<MoeBlock>(c);
-  return absl::OkStatus();
+  RETURN_IF_ERROR(CheckComm(comms.tp, shard.layout.tp_size, shard.tp_rank, "tensor-parallel"));
+  RETURN_IF_ERROR(CheckComm(comms.pp, shard.layout.pp_size, shard.pp_rank, "pipeline"));
+  std::unique_ptr<Decoder> d(new Decoder(c, shard, comms));
+  ASSIGN_OR_RETURN(d->weights_, ShardWeights::Bind(*weights, shard));
+  if (c.is_moe()) d->moe_ = std::make_unique<MoeBlock>(c);
+  return d;
 }
 
 void Decoder::EnsureScratch(int64_t n) {
@@ -169,15 +93,54 @@ void Decoder::EnsureScratch(int64_t n) {
   scratch_tokens_ = n;
   hidden_.resize(n * c.hidden_size);
   normed_.resize(n * c.hidden_size);
-  q_.resize(n * c.q_dim());
-  k_.resize(n * c.kv_dim());
-  v_.resize(n * c.kv_dim());
-  attn_out_.resize(n * c.q_dim());
+  q_.resize(n * q_dim_);
+  k_.resize(n * kv_dim_);
+  v_.resize(n * kv_dim_);
+  attn_out_.resize(n * q_dim_);
   proj_.resize(n * c.hidden_size);
+  sum_sq_.resize(n * 2);
   if (!c.is_moe()) {
-    gate_.resize(n * c.intermediate_size);
-    up_.resize(n * c.intermediate_size);
+    gate_.resize(n * inter_);
+    up_.resize(n * inter_);
   }
+}
+
+absl::Status Decoder::Embed(const OpContext& ctx, const ForwardBatch& batch) {
+  const int64_t n = batch.num_tokens();
+  const int64_t h = config_.hidden_size;
+  const TensorView& table = weights_->token_embd();
+  if (shard_.layout.tp_size == 1) {
+    return ops::Embedding(ctx, table, batch.token_ids, F32(hidden_.data(), n, h));
+  }
+  // Vocab-parallel: each token's row lives on one rank; the others contribute zeros.
+  std::fill_n(hidden_.data(), n * h, 0.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t id = batch.token_ids[t];
+    if (id < shard_.vocab.begin || id >= shard_.vocab.end) continue;
+    const int32_t local = static_cast<int32_t>(id - shard_.vocab.begin);
+    RETURN_IF_ERROR(ops::Embedding(ctx, table, absl::MakeConstSpan(&local, 1),
+                                   F32(hidden_.data() + t * h, 1, h)));
+  }
+  return comms_.tp->AllReduceSum(F32(hidden_.data(), n, h));
+}
+
+absl::Status Decoder::ShardedFullQkNorm(const LayerWeights& w, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) {
+    double sq = 0, sk = 0;
+    for (int64_t j = 0; j < q_dim_; ++j) sq += double{q_[t * q_dim_ + j]} * q_[t * q_dim_ + j];
+    for (int64_t j = 0; j < kv_dim_; ++j) sk += double{k_[t * kv_dim_ + j]} * k_[t * kv_dim_ + j];
+    sum_sq_[2 * t] = static_cast<float>(sq);
+    sum_sq_[2 * t + 1] = static_cast<float>(sk);
+  }
+  RETURN_IF_ERROR(comms_.tp->AllReduceSum(F32(sum_sq_.data(), n, 2)));
+  const float eps = config_.rms_norm_eps;
+  for (int64_t t = 0; t < n; ++t) {
+    const float rq = 1.0f / std::sqrt(sum_sq_[2 * t] / config_.q_dim() + eps);
+    const float rk = 1.0f / std::sqrt(sum_sq_[2 * t + 1] / config_.kv_dim() + eps);
+    for (int64_t j = 0; j < q_dim_; ++j) q_[t * q_dim_ + j] *= rq * w.q_norm.data[j];
+    for (int64_t j = 0; j < kv_dim_; ++j) k_[t * kv_dim_ + j] *= rk * w.k_norm.data[j];
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Decoder::Attention(const OpContext& ctx, const LayerWeights& w,
@@ -185,9 +148,9 @@ absl::Status Decoder::Attention(const OpContext& ctx, const LayerWeights& w,
   const ModelConfig& c = config_;
   const int64_t n = batch.num_tokens();
   const TensorView x = F32(normed_.data(), n, c.hidden_size);
-  const TensorView q = F32(q_.data(), n, c.q_dim());
-  const TensorView k = F32(k_.data(), n, c.kv_dim());
-  const TensorView v = F32(v_.data(), n, c.kv_dim());
+  const TensorView q = F32(q_.data(), n, q_dim_);
+  const TensorView k = F32(k_.data(), n, kv_dim_);
+  const TensorView v = F32(v_.data(), n, kv_dim_);
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.q, q));
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.k, k));
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.v, v));
@@ -197,49 +160,105 @@ absl::Status Decoder::Attention(const OpContext& ctx, const LayerWeights& w,
     RETURN_IF_ERROR(ops::AddBias(ctx, v, w.v_bias.view()));
   }
   if (c.qk_norm == QkNorm::kPerHead) {
-    const TensorView qh = F32(q_.data(), n * c.num_heads, c.head_dim);
-    const TensorView kh = F32(k_.data(), n * c.num_kv_heads, c.head_dim);
+    const TensorView qh = F32(q_.data(), n * num_q_heads_, c.head_dim);
+    const TensorView kh = F32(k_.data(), n * num_kv_heads_, c.head_dim);
     RETURN_IF_ERROR(ops::RmsNorm(ctx, qh, w.q_norm.view(), c.rms_norm_eps, qh));
     RETURN_IF_ERROR(ops::RmsNorm(ctx, kh, w.k_norm.view(), c.rms_norm_eps, kh));
+  } else if (c.qk_norm == QkNorm::kFull && shard_.layout.tp_size > 1) {
+    RETURN_IF_ERROR(ShardedFullQkNorm(w, n));
   } else if (c.qk_norm == QkNorm::kFull) {
     RETURN_IF_ERROR(ops::RmsNorm(ctx, q, w.q_norm.view(), c.rms_norm_eps, q));
     RETURN_IF_ERROR(ops::RmsNorm(ctx, k, w.k_norm.view(), c.rms_norm_eps, k));
   }
-  const TensorView q3 = TensorView::Cpu(q_.data(), DType::kF32, {n, c.num_heads, c.head_dim});
-  const TensorView k3 = TensorView::Cpu(k_.data(), DType::kF32, {n, c.num_kv_heads, c.head_dim});
-  const TensorView v3 = TensorView::Cpu(v_.data(), DType::kF32, {n, c.num_kv_heads, c.head_dim});
+  const TensorView q3 = TensorView::Cpu(q_.data(), DType::kF32, {n, num_q_heads_, c.head_dim});
+  const TensorView k3 = TensorView::Cpu(k_.data(), DType::kF32, {n, num_kv_heads_, c.head_dim});
+  const TensorView v3 = TensorView::Cpu(v_.data(), DType::kF32, {n, num_kv_heads_, c.head_dim});
   RETURN_IF_ERROR(ops::Rope(ctx, rope_, batch.positions, q3, k3));
   RETURN_IF_ERROR(ops::WriteKv(ctx, kv, batch.slot_mapping, k3, v3));
   const TensorView out3 =
-      TensorView::Cpu(attn_out_.data(), DType::kF32, {n, c.num_heads, c.head_dim});
+      TensorView::Cpu(attn_out_.data(), DType::kF32, {n, num_q_heads_, c.head_dim});
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   RETURN_IF_ERROR(ops::PagedAttention(ctx, kv, batch.attention, q3, scale, out3));
   const TensorView proj = F32(proj_.data(), n, c.hidden_size);
-  RETURN_IF_ERROR(ops::MatMul(ctx, F32(attn_out_.data(), n, c.q_dim()), w.o, proj));
-  return ops::Add(ctx, F32(hidden_.data(), n, c.hidden_size), proj);
+  RETURN_IF_ERROR(ops::MatMul(ctx, F32(attn_out_.data(), n, q_dim_), w.o, proj));
+  return ReduceIntoResidual(ctx, n);
 }
 
 absl::Status Decoder::DenseMlp(const OpContext& ctx, const LayerWeights& w, int64_t n) {
   const ModelConfig& c = config_;
   const TensorView x = F32(normed_.data(), n, c.hidden_size);
-  const TensorView gate = F32(gate_.data(), n, c.intermediate_size);
-  const TensorView up = F32(up_.data(), n, c.intermediate_size);
+  const TensorView gate = F32(gate_.data(), n, inter_);
+  const TensorView up = F32(up_.data(), n, inter_);
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.gate, gate));
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.up, up));
   RETURN_IF_ERROR(ops::SwiGlu(ctx, gate, up, gate));
-  const TensorView proj = F32(proj_.data(), n, c.hidden_size);
-  RETURN_IF_ERROR(ops::MatMul(ctx, gate, w.down, proj));
-  return ops::Add(ctx, F32(hidden_.data(), n, c.hidden_size), proj);
+  RETURN_IF_ERROR(ops::MatMul(ctx, gate, w.down, F32(proj_.data(), n, c.hidden_size)));
+  return ReduceIntoResidual(ctx, n);
+}
+
+absl::Status Decoder::Moe(const OpContext& ctx, const LayerWeights& w, int64_t n) {
+  const int64_t h = config_.hidden_size;
+  const TensorView x = F32(normed_.data(), n, h);
+  if (shard_.layout.tp_size == 1) return moe_->Forward(ctx, w, x, F32(hidden_.data(), n, h));
+  std::fill_n(proj_.data(), n * h, 0.0f);
+  RETURN_IF_ERROR(moe_->Forward(ctx, w, x, F32(proj_.data(), n, h)));
+  return ReduceIntoResidual(ctx, n);
+}
+
+absl::Status Decoder::ReduceIntoResidual(const OpContext& ctx, int64_t n) {
+  const TensorView proj = F32(proj_.data(), n, config_.hidden_size);
+  if (shard_.layout.tp_size > 1) RETURN_IF_ERROR(comms_.tp->AllReduceSum(proj));
+  return ops::Add(ctx, F32(hidden_.data(), n, config_.hidden_size), proj);
+}
+
+absl::Status Decoder::Logits(const OpContext& ctx, const ForwardBatch& batch, float* logits) {
+  const ModelConfig& c = config_;
+  const int64_t n = batch.num_tokens();
+  const int64_t num_out = static_cast<int64_t>(batch.logits_rows.size());
+  out_rows_.resize(num_out * c.hidden_size);
+  for (int64_t i = 0; i < num_out; ++i) {
+    const int32_t r = batch.logits_rows[i];
+    if (r < 0 || r >= n) return absl::InvalidArgumentError("logits row outside the batch");
+    std::copy_n(hidden_.data() + r * c.hidden_size, c.hidden_size,
+                out_rows_.data() + i * c.hidden_size);
+  }
+  const TensorView rows = F32(out_rows_.data(), num_out, c.hidden_size);
+  RETURN_IF_ERROR(ops::RmsNorm(ctx, rows, weights_->output_norm().view(), c.rms_norm_eps, rows));
+  const int tp = shard_.layout.tp_size;
+  if (tp == 1) {
+    if (logits == nullptr) return absl::OkStatus();
+    return ops::MatMul(ctx, rows, weights_->lm_head(), F32(logits, num_out, c.vocab_size));
+  }
+  // Vocab-parallel head: every rank's slice padded to the largest (the first), gathered as
+  // [tp, num_out, per_rank] blocks, then interleaved into [num_out, vocab].
+  const int64_t per_rank = EvenSplit(c.vocab_size, tp, 0).size();
+  logits_slice_.assign(num_out * per_rank, 0.0f);
+  logits_gathered_.resize(tp * num_out * per_rank);
+  TensorView slice = F32(logits_slice_.data(), num_out, shard_.vocab.size());
+  slice.row_stride_bytes = per_rank * static_cast<int64_t>(sizeof(float));
+  RETURN_IF_ERROR(ops::MatMul(ctx, rows, weights_->lm_head(), slice));
+  RETURN_IF_ERROR(comms_.tp->AllGather(F32(logits_slice_.data(), num_out, per_rank),
+                                       F32(logits_gathered_.data(), tp * num_out, per_rank)));
+  if (logits == nullptr) return absl::OkStatus();
+  for (int r = 0; r < tp; ++r) {
+    const IndexRange v = EvenSplit(c.vocab_size, tp, r);
+    for (int64_t i = 0; i < num_out; ++i) {
+      std::copy_n(logits_gathered_.data() + (r * num_out + i) * per_rank, v.size(),
+                  logits + i * c.vocab_size + v.begin);
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Decoder::Forward(const OpContext& ctx, const ForwardBatch& batch,
                               absl::Span<const KvLayerView> kv, float* logits) {
   const ModelConfig& c = config_;
   const int64_t n = batch.num_tokens();
+  const int64_t num_layers = shard_.layers.size();
   if (n == 0) return absl::InvalidArgumentError("empty batch");
-  if (static_cast<int64_t>(kv.size()) != c.num_layers) {
+  if (static_cast<int64_t>(kv.size()) != num_layers) {
     return absl::InvalidArgumentError(
-        absl::StrCat("got KV views for ", kv.size(), " layers, model has ", c.num_layers));
+        absl::StrCat("got KV views for ", kv.size(), " layers, this shard has ", num_layers));
   }
   if (static_cast<int64_t>(batch.positions.size()) != n ||
       static_cast<int64_t>(batch.slot_mapping.size()) != n) {
@@ -251,33 +270,43 @@ absl::Status Decoder::Forward(const OpContext& ctx, const ForwardBatch& batch,
           absl::StrCat("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
     }
   }
+  const bool leader = shard_.group_rank() == 0;
+  const int64_t num_out = static_cast<int64_t>(batch.logits_rows.size());
+  if (leader && num_out > 0 && logits == nullptr) {
+    return absl::InvalidArgumentError("the group leader needs a logits buffer");
+  }
   EnsureScratch(n);
   const TensorView hidden = F32(hidden_.data(), n, c.hidden_size);
   const TensorView normed = F32(normed_.data(), n, c.hidden_size);
-  RETURN_IF_ERROR(ops::Embedding(ctx, token_embd_, batch.token_ids, hidden));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& w = layers_[l];
+  if (shard_.first_stage()) {
+    RETURN_IF_ERROR(Embed(ctx, batch));
+  } else {
+    RETURN_IF_ERROR(comms_.pp->Recv(hidden, shard_.pp_rank - 1));
+  }
+  for (int64_t i = 0; i < num_layers; ++i) {
+    const LayerWeights& w = weights_->layer(i);
     RETURN_IF_ERROR(ops::RmsNorm(ctx, hidden, w.attn_norm.view(), c.rms_norm_eps, normed));
-    RETURN_IF_ERROR(Attention(ctx, w, batch, kv[l]));
+    RETURN_IF_ERROR(Attention(ctx, w, batch, kv[i]));
     RETURN_IF_ERROR(ops::RmsNorm(ctx, hidden, w.ffn_norm.view(), c.rms_norm_eps, normed));
     if (c.is_moe()) {
-      RETURN_IF_ERROR(moe_->Forward(ctx, w, normed, hidden));
+      RETURN_IF_ERROR(Moe(ctx, w, n));
     } else {
       RETURN_IF_ERROR(DenseMlp(ctx, w, n));
     }
   }
-  const int64_t num_out = static_cast<int64_t>(batch.logits_rows.size());
-  if (num_out == 0) return absl::OkStatus();
-  out_rows_.resize(num_out * c.hidden_size);
-  for (int64_t i = 0; i < num_out; ++i) {
-    const int32_t r = batch.logits_rows[i];
-    if (r < 0 || r >= n) return absl::InvalidArgumentError("logits row outside the batch");
-    std::copy_n(hidden_.data() + r * c.hidden_size, c.hidden_size,
-                out_rows_.data() + i * c.hidden_size);
+  const int last = shard_.layout.pp_size - 1;
+  if (!shard_.last_stage()) {
+    RETURN_IF_ERROR(comms_.pp->Send(hidden, shard_.pp_rank + 1));
+    if (!leader || num_out == 0) return absl::OkStatus();
+    return comms_.pp->Recv(F32(logits, num_out, c.vocab_size), last);
   }
-  const TensorView rows = F32(out_rows_.data(), num_out, c.hidden_size);
-  RETURN_IF_ERROR(ops::RmsNorm(ctx, rows, output_norm_.view(), c.rms_norm_eps, rows));
-  return ops::MatMul(ctx, rows, lm_head_, F32(logits, num_out, c.vocab_size));
+  if (num_out == 0) return absl::OkStatus();
+  if (last == 0) return Logits(ctx, batch, logits);
+  // Pipelined: the last stage's tp rank 0 assembles the logits and sends them to the leader.
+  if (shard_.tp_rank != 0) return Logits(ctx, batch, nullptr);
+  logits_full_.resize(num_out * c.vocab_size);
+  RETURN_IF_ERROR(Logits(ctx, batch, logits_full_.data()));
+  return comms_.pp->Send(F32(logits_full_.data(), num_out, c.vocab_size), 0);
 }
 
 }  // namespace shardserve

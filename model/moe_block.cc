@@ -14,9 +14,10 @@ TensorView F32(float* data, int64_t rows, int64_t cols) {
 
 }  // namespace
 
-absl::Status MoeBlock::RunExpert(const OpContext& ctx, const ExpertWeights& e,
-                                 const TensorView& x, int64_t inter, const TensorView& out) {
+absl::Status MoeBlock::RunExpert(const OpContext& ctx, const ExpertWeights& e, const TensorView& x,
+                                 const TensorView& out) {
   const int64_t n = x.dim(0);
+  const int64_t inter = e.gate.dim(0);
   if (static_cast<int64_t>(gate_.size()) < n * inter) {
     gate_.resize(n * inter);
     up_.resize(n * inter);
@@ -30,7 +31,7 @@ absl::Status MoeBlock::RunExpert(const OpContext& ctx, const ExpertWeights& e,
 }
 
 absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
-                               const TensorView& residual) {
+                               const TensorView& out) {
   const ModelConfig& c = config_;
   const int64_t n = x.dim(0);
   const int64_t h = c.hidden_size;
@@ -40,12 +41,12 @@ absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, cons
   expert_ids_.resize(n * k);
   expert_weights_.resize(n * k);
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.router, F32(router_logits_.data(), n, num_experts)));
-  RETURN_IF_ERROR(ops::MoeTopK(ctx, F32(router_logits_.data(), n, num_experts), k,
-                               c.norm_topk_prob,
+  RETURN_IF_ERROR(ops::MoeTopK(ctx, F32(router_logits_.data(), n, num_experts), k, c.norm_topk_prob,
                                TensorView::Cpu(expert_ids_.data(), DType::kI32, {n, k}),
                                F32(expert_weights_.data(), n, k)));
-  float* res = residual.ptr<float>();
+  float* res = out.ptr<float>();
   for (int64_t e = 0; e < num_experts; ++e) {
+    if (w.experts[e].gate.data == nullptr) continue;  // another rank's expert
     rows_.clear();
     row_weights_.clear();
     for (int64_t t = 0; t < n; ++t) {
@@ -63,8 +64,8 @@ absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, cons
     for (int64_t i = 0; i < m; ++i) {
       std::copy_n(x.row<const float>(rows_[i]), h, gathered_.data() + i * h);
     }
-    RETURN_IF_ERROR(RunExpert(ctx, w.experts[e], F32(gathered_.data(), m, h),
-                              c.moe_intermediate_size, F32(out_.data(), m, h)));
+    RETURN_IF_ERROR(
+        RunExpert(ctx, w.experts[e], F32(gathered_.data(), m, h), F32(out_.data(), m, h)));
     for (int64_t i = 0; i < m; ++i) {
       float* dst = res + rows_[i] * h;
       const float* src = out_.data() + i * h;
@@ -75,8 +76,7 @@ absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, cons
   if (w.shared_expert.gate.data == nullptr) return absl::OkStatus();
   out_.resize(n * h);
   shared_gate_.resize(n);
-  RETURN_IF_ERROR(RunExpert(ctx, w.shared_expert, x, c.shared_expert_intermediate_size,
-                            F32(out_.data(), n, h)));
+  RETURN_IF_ERROR(RunExpert(ctx, w.shared_expert, x, F32(out_.data(), n, h)));
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.shared_expert_gate, F32(shared_gate_.data(), n, 1)));
   for (int64_t t = 0; t < n; ++t) {
     const float g = 1.0f / (1.0f + std::exp(-shared_gate_[t]));

@@ -3,6 +3,10 @@
 // expert's weights are read once per step), and the weighted outputs are added to the residual.
 // Qwen2-MoE adds a shared expert scaled by sigmoid(x . shared_expert_gate).
 //
+// Sharded (model/shard_weights.h): the router is replicated; a rank runs the experts whose views
+// it holds (its expert-parallel share, or every expert's tensor-parallel column slice) and its
+// slice of the shared expert, so `out` receives a partial sum that the caller all-reduces.
+//
 // Owns its scratch buffers, so Forward is not thread-safe.
 #ifndef SHARDSERVE_MODEL_MOE_BLOCK_H_
 #define SHARDSERVE_MODEL_MOE_BLOCK_H_
@@ -21,25 +25,27 @@ class MoeBlock {
  public:
   explicit MoeBlock(const ModelConfig& config) : config_(config) {}
 
-  // residual[t, :] += MoE(x[t, :]) for every token t. x, residual: [num_tokens, hidden] F32.
+  // out[t, :] += MoE(x[t, :]) for every token t, summed over the experts `w` holds (those with
+  // non-empty views) and its slice of the shared expert. x, out: [num_tokens, hidden] F32.
   absl::Status Forward(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
-                       const TensorView& residual);
+                       const TensorView& out);
 
  private:
+  // out [rows, hidden] = the SwiGLU MLP of e (its inter width is e.gate.dim(0)) over x.
   absl::Status RunExpert(const OpContext& ctx, const ExpertWeights& e, const TensorView& x,
-                         int64_t inter, const TensorView& out);
+                         const TensorView& out);
 
   const ModelConfig config_;
-  std::vector<float> router_logits_;  // [num_tokens, num_experts]
-  std::vector<int32_t> expert_ids_;   // [num_tokens, k]
-  std::vector<float> expert_weights_; // [num_tokens, k]
-  std::vector<int32_t> rows_;         // token rows routed to the current expert
-  std::vector<float> row_weights_;    // their router weights
-  std::vector<float> gathered_;       // [rows, hidden]
-  std::vector<float> gate_;           // [rows, inter]
-  std::vector<float> up_;             // [rows, inter]
-  std::vector<float> out_;            // [rows, hidden]
-  std::vector<float> shared_gate_;    // [num_tokens, 1]
+  std::vector<float> router_logits_;   // [num_tokens, num_experts]
+  std::vector<int32_t> expert_ids_;    // [num_tokens, k]
+  std::vector<float> expert_weights_;  // [num_tokens, k]
+  std::vector<int32_t> rows_;          // token rows routed to the current expert
+  std::vector<float> row_weights_;     // their router weights
+  std::vector<float> gathered_;        // [rows, hidden]
+  std::vector<float> gate_;            // [rows, inter]
+  std::vector<float> up_;              // [rows, inter]
+  std::vector<float> out_;             // [rows, hidden]
+  std::vector<float> shared_gate_;     // [num_tokens, 1]
 };
 
 }  // namespace shardserve

@@ -107,7 +107,7 @@ TEST(ShardSpecTest, PipelineStagesSplitLayersAndGroupRankIsStageMajor) {
   ParallelLayout layout{2, 4, 1};
   auto s = MakeShardSpec(SmolLm2(), layout, 1, 2);
   ASSERT_TRUE(s.ok());
-  EXPECT_EQ(s->layers, R(16, 23)); // 30 over 4: 8, 8, 7, 7
+  EXPECT_EQ(s->layers, R(16, 23));  // 30 over 4: 8, 8, 7, 7
   EXPECT_EQ(s->group_rank(), 5);
   EXPECT_FALSE(s->first_stage());
   EXPECT_FALSE(s->last_stage());
@@ -145,18 +145,15 @@ TEST(ShardSpecTest, RefusesLayoutsItCannotShard) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
     return std::string(s.message());
   };
-  EXPECT_THAT(refused(SmolLm2(), {4, 1, 1}),
-              HasSubstr("tp_size 4 exceeds num_kv_heads 3"));
+  EXPECT_THAT(refused(SmolLm2(), {4, 1, 1}), HasSubstr("tp_size 4 exceeds num_kv_heads 3"));
   EXPECT_THAT(refused(SmallMoe(), {4, 1, 2}),
               HasSubstr("ep_size 2 must be 1 or equal to tp_size 4"));
   ModelConfig few_experts = SmallMoe();
   few_experts.num_experts = 2;
   few_experts.num_experts_per_tok = 1;
-  EXPECT_THAT(refused(few_experts, {4, 1, 4}),
-              HasSubstr("ep_size 4 exceeds num_experts 2"));
+  EXPECT_THAT(refused(few_experts, {4, 1, 4}), HasSubstr("ep_size 4 exceeds num_experts 2"));
   EXPECT_THAT(refused(SmolLm2(), {2, 1, 2}), HasSubstr("num_experts 0"));
-  EXPECT_THAT(refused(SmolLm2(), {1, 31, 1}),
-              HasSubstr("pp_size 31 exceeds num_layers 30"));
+  EXPECT_THAT(refused(SmolLm2(), {1, 31, 1}), HasSubstr("pp_size 31 exceeds num_layers 30"));
   EXPECT_THAT(refused(SmolLm2(), {0, 1, 1}), HasSubstr("positive"));
   EXPECT_TRUE(ValidateLayout(SmolLm2(), {3, 30, 1}).ok());
   EXPECT_TRUE(ValidateLayout(SmallMoe(), {4, 1, 4}).ok());
@@ -174,5 +171,5 @@ TEST(ShardSpecTest, DebugStringNamesTheRanges) {
   EXPECT_THAT(s->DebugString(), HasSubstr("kv_heads [2,3)"));
 }
 
-} // namespace
-} // namespace shardserve
+}  // namespace
+}  // namespace shardserve

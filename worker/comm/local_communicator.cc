@@ -89,6 +89,7 @@ class LocalCommunicator::Group {
     absl::MutexLock lock(&mu_);
     if (!broken_.ok()) return broken_;
     mailboxes_[{src, dst}].emplace_back(p, p + data.nbytes());
+    cv_.SignalAll();
     return absl::OkStatus();
   }
 

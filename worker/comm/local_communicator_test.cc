@@ -98,6 +98,18 @@ TEST(LocalCommunicatorTest, SendRecvInOrderAndBarrier) {
   EXPECT_EQ(got, (std::vector<float>{0, 0, 1, -1, 2, -2, 3, -3}));
 }
 
+TEST(LocalCommunicatorTest, RecvWakesAsSoonAsTheDataArrives) {
+  auto comms = LocalCommunicator::CreateGroup(2, absl::Seconds(30));
+  const absl::Time start = absl::Now();
+  ExpectAllOk(RunRanks(comms, [&](LocalCommunicator* c) -> absl::Status {
+    float v = 7;
+    if (c->rank() == 1) return c->Recv(TensorView::Cpu(&v, DType::kF32, {1}), 0);
+    absl::SleepFor(absl::Milliseconds(50));  // the receiver is already waiting
+    return c->Send(TensorView::Cpu(&v, DType::kF32, {1}), 1);
+  }));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
 TEST(LocalCommunicatorTest, MissingRankTimesOutAndBreaksTheGroup) {
   auto comms = LocalCommunicator::CreateGroup(2, absl::Milliseconds(100));
   float x[3] = {1, 2, 3};
