@@ -1,0 +1,108 @@
+// shardserve-worker: one rank of a cluster (see worker/worker_process.h).
+//
+//   shardserve-worker --coordinator=127.0.0.1:7000 --pool=both --device=cpu --threads=2
+//
+// Exits 0 after SIGINT or SIGTERM, 1 when setup fails (the reason is printed and reported to the
+// coordinator) or the coordinator declares the worker dead.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "worker/worker_process.h"
+
+ABSL_FLAG(std::string, coordinator, "127.0.0.1:7000", "HOST:PORT of the coordinator");
+ABSL_FLAG(std::string, pool, "both", "pool this worker serves: prefill, decode or both");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda:N");
+ABSL_FLAG(int32_t, threads, 1, "CPU threads for compute");
+ABSL_FLAG(std::string, model, "", "model path or name; empty loads the coordinator's model");
+ABSL_FLAG(std::string, host, "",
+          "address peers reach this worker at; empty uses the host name. Ranks reporting the "
+          "same host share memory for their device group");
+ABSL_FLAG(absl::Duration, group_timeout, absl::Seconds(30),
+          "bound on forming the group's communicators and on each collective");
+
+namespace {
+
+bool ParsePool(const std::string& pool, shardserve::v1::PoolRole* role) {
+  if (pool == "prefill")
+    *role = shardserve::v1::POOL_ROLE_PREFILL;
+  else if (pool == "decode")
+    *role = shardserve::v1::POOL_ROLE_DECODE;
+  else if (pool == "both")
+    *role = shardserve::v1::POOL_ROLE_BOTH;
+  else
+    return false;
+  return true;
+}
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "127.0.0.1";
+  return name;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "shardserve-worker --coordinator=HOST:PORT --pool=prefill|decode|both --device=cpu|cuda:N "
+      "[--threads=N] [--model=PATH_OR_NAME] [--host=ADDRESS]");
+  absl::ParseCommandLine(argc, argv);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+
+  shardserve::WorkerOptions options;
+  options.coordinator = absl::GetFlag(FLAGS_coordinator);
+  if (!ParsePool(absl::GetFlag(FLAGS_pool), &options.role)) {
+    std::fprintf(stderr, "shardserve-worker: --pool must be prefill, decode or both\n");
+    return 2;
+  }
+  options.device = absl::GetFlag(FLAGS_device);
+  options.num_threads = absl::GetFlag(FLAGS_threads);
+  options.model = absl::GetFlag(FLAGS_model);
+  options.host = absl::GetFlag(FLAGS_host).empty() ? HostName() : absl::GetFlag(FLAGS_host);
+  options.group_timeout = absl::GetFlag(FLAGS_group_timeout);
+
+  // Block the stop signals before gRPC starts threads, so only the watcher below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::Notification stop;
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    const timespec poll = {0, 100 * 1000 * 1000};
+    while (!done.load()) {
+      const int signal_number = sigtimedwait(&stop_signals, nullptr, &poll);
+      if (signal_number > 0) {
+        LOG(INFO) << "signal " << signal_number << ": shutting down";
+        stop.Notify();
+        return;
+      }
+    }
+  });
+  absl::Status status;
+  {
+    shardserve::WorkerProcess worker(options);
+    status = worker.Run(&stop);
+  }
+  done.store(true);
+  watcher.join();
+  if (!status.ok()) {
+    std::fprintf(stderr, "shardserve-worker: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,105 @@
+// One worker process of a cluster: registers with the coordinator, keeps its registration alive,
+// receives its shard assignment, loads its shard, joins its engine group's communicators and
+// reports ready, then serves until told to stop.
+//
+//   WorkerOptions options;
+//   options.coordinator = "127.0.0.1:7000";
+//   options.role = v1::POOL_ROLE_BOTH;
+//   WorkerProcess worker(options);
+//   absl::Notification stop;             // notified from the signal thread on SIGTERM
+//   absl::Status status = worker.Run(&stop);
+//
+// Run, step by step:
+//  1. resolves the model (--model, else the coordinator's model path from GetPlan) and computes
+//     its ModelFingerprint; Register (the coordinator refuses a different model);
+//  2. starts the heartbeat thread (every RegisterReply.heartbeat_interval_ms);
+//  3. long-polls GetAssignment until the plan places this worker;
+//  4. LoadShard: opens the WeightSource, checks the assignment against the model, and sums the
+//     bytes of the tensor rows and columns the shard holds;
+//  5. joins the group: a Gloo control group through the coordinator's rendezvous store (under
+//     the group's rendezvous prefix), and a device group over shared memory when every rank
+//     reports the same host (else Gloo); runs a barrier and one all-reduce on each as a check;
+//  6. ReportReady (with the error instead when 4 or 5 failed), then waits for `stop`.
+// Run returns early with an error when the coordinator declares this worker dead (its heartbeat
+// is answered NOT_FOUND) or is unreachable for longer than `rpc_timeout` during setup.
+//
+// Thread safety: Run is called once, from one thread; the heartbeat thread it starts is joined
+// before Run returns.
+#ifndef SHARDSERVE_WORKER_WORKER_PROCESS_H_
+#define SHARDSERVE_WORKER_WORKER_PROCESS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/channel.h"
+#include "kernels/communicator.h"
+#include "model/weight_source.h"
+#include "proto/shardserve/v1/cluster.grpc.pb.h"
+
+namespace shardserve {
+
+struct WorkerOptions {
+  // HOST:PORT of the coordinator (cluster service and rendezvous store).
+  std::string coordinator;
+  v1::PoolRole role = v1::POOL_ROLE_BOTH;
+  // "cpu" or "cuda:N".
+  std::string device = "cpu";
+  int num_threads = 1;
+  // Model path or known name; empty loads the coordinator's model path.
+  std::string model;
+  // Address peers reach this worker at (Gloo listens here); also decides which ranks share a
+  // host (shared-memory device group).
+  std::string host = "127.0.0.1";
+  // Bound on each setup RPC, including waiting for an unreachable coordinator.
+  absl::Duration rpc_timeout = absl::Seconds(30);
+  // Bound on forming each communicator and on each of its operations.
+  absl::Duration group_timeout = absl::Seconds(30);
+};
+
+class WorkerProcess {
+ public:
+  explicit WorkerProcess(WorkerOptions options);
+  ~WorkerProcess();
+
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  // Runs the steps above, then blocks until `stop` is notified (OK) or the coordinator declares
+  // the worker dead (error). Errors during setup are returned after being reported.
+  absl::Status Run(absl::Notification* stop);
+
+ private:
+  absl::StatusOr<std::string> ModelPath();
+  absl::Status Register(const std::string& path);
+  // Everything after registration, while the heartbeat thread runs.
+  absl::Status Serve(const std::string& path, absl::Notification* stop);
+  void HeartbeatLoop(absl::Duration interval, absl::Notification* stop);
+  absl::StatusOr<v1::GetAssignmentReply> AwaitAssignment(absl::Notification* stop);
+  // Joins the control and device groups and checks them with a barrier and an all-reduce.
+  absl::Status JoinGroup(const v1::GetAssignmentReply& reply);
+  absl::Status ReportReady(int64_t epoch, const absl::Status& outcome);
+  std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) const;
+
+  const WorkerOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ClusterService::Stub> stub_;
+  v1::WorkerInfo info_;
+  absl::Duration heartbeat_interval_ = absl::Seconds(1);
+  std::unique_ptr<WeightSource> weights_;
+  std::unique_ptr<Communicator> control_;  // Gloo: step plans and metadata
+  std::unique_ptr<Communicator> device_;   // shm on one host, else Gloo: activations
+
+  absl::Mutex mu_;
+  int64_t resident_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status dead_ ABSL_GUARDED_BY(mu_);  // set by the heartbeat thread on NOT_FOUND
+};
+
+}  // namespace shardserve
+
+#endif  // SHARDSERVE_WORKER_WORKER_PROCESS_H_
