@@ -16,10 +16,10 @@
 #define SHARDSERVE_CONCAT_(a, b) SHARDSERVE_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                                   \
-  do {                                                          \
-    const absl::Status shardserve_status_ = (expr);             \
-    if (!shardserve_status_.ok()) return shardserve_status_;    \
+#define RETURN_IF_ERROR(expr)                                \
+  do {                                                       \
+    const absl::Status shardserve_status_ = (expr);          \
+    if (!shardserve_status_.ok()) return shardserve_status_; \
   } while (0)
 
 // Evaluates `rexpr` (a StatusOr); returns its status on error, else moves the value into `lhs`.

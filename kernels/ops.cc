@@ -32,9 +32,9 @@ absl::Status RequireF32Packed(const TensorView& t, const char* op, const char* n
   return absl::OkStatus();
 }
 
-#define OPS_RETURN_IF_ERROR(expr)          \
-  do {                                     \
-    absl::Status ops_status_ = (expr);     \
+#define OPS_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    absl::Status ops_status_ = (expr);         \
     if (!ops_status_.ok()) return ops_status_; \
   } while (0)
 
@@ -95,16 +95,16 @@ const cpu::RopeTable& CachedRopeTable(const RopeParams& p, int head_dim) {
 
 }  // namespace
 
-absl::Status Embedding(const OpContext& ctx, const TensorView& table,
-                       absl::Span<const int32_t> ids, const TensorView& out) {
+absl::Status Embedding(const OpContext& ctx, const TensorView& table, absl::Span<const int32_t> ids,
+                       const TensorView& out) {
   OPS_RETURN_IF_ERROR(RequireCpu(ctx, "Embedding"));
   OPS_RETURN_IF_ERROR(RequireF32Packed(out, "Embedding", "out"));
   const int64_t hidden = table.cols();
   if (out.cols() != hidden || out.rows() != static_cast<int64_t>(ids.size()) ||
       !cpu::CanDequantize(table.dtype)) {
     return absl::InvalidArgumentError(absl::StrCat("Embedding: table ", DTypeName(table.dtype),
-                                                   table.ShapeString(), " out ",
-                                                   out.ShapeString(), " ids ", ids.size()));
+                                                   table.ShapeString(), " out ", out.ShapeString(),
+                                                   " ids ", ids.size()));
   }
   const int64_t vocab = table.rows();
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -117,8 +117,8 @@ absl::Status Embedding(const OpContext& ctx, const TensorView& table,
   return absl::OkStatus();
 }
 
-absl::Status RmsNorm(const OpContext& ctx, const TensorView& x, const TensorView& weight,
-                     float eps, const TensorView& out) {
+absl::Status RmsNorm(const OpContext& ctx, const TensorView& x, const TensorView& weight, float eps,
+                     const TensorView& out) {
   OPS_RETURN_IF_ERROR(RequireCpu(ctx, "RmsNorm"));
   OPS_RETURN_IF_ERROR(RequireF32Packed(x, "RmsNorm", "x"));
   OPS_RETURN_IF_ERROR(RequireF32Packed(out, "RmsNorm", "out"));
@@ -171,8 +171,8 @@ absl::Status Rope(const OpContext& ctx, const RopeParams& params,
   const int64_t n = static_cast<int64_t>(positions.size());
   if (q.ndim != 3 || k.ndim != 3 || q.dim(0) != n || k.dim(0) != n || q.dim(2) != k.dim(2) ||
       (params.rotary_dim > q.dim(2)) || q.dim(2) % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Rope: q ", q.ShapeString(), " k ",
-                                                   k.ShapeString(), " positions ", n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Rope: q ", q.ShapeString(), " k ", k.ShapeString(), " positions ", n));
   }
   const cpu::RopeTable& table = CachedRopeTable(params, static_cast<int>(q.dim(2)));
   table.Apply(positions.data(), n, q.ptr<float>(), static_cast<int>(q.dim(1)), k.ptr<float>(),
@@ -189,8 +189,8 @@ absl::Status WriteKv(const OpContext& ctx, const KvLayerView& cache,
   const int64_t n = static_cast<int64_t>(slot_mapping.size());
   const int64_t row = cache.num_kv_heads * cache.head_dim;
   if (k.numel() != n * row || v.numel() != n * row) {
-    return absl::InvalidArgumentError(absl::StrCat("WriteKv: k ", k.ShapeString(), " v ",
-                                                   v.ShapeString(), " for ", n, " slots"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("WriteKv: k ", k.ShapeString(), " v ", v.ShapeString(), " for ", n, " slots"));
   }
   const int64_t num_slots = cache.num_blocks * cache.block_size;
   for (int64_t s : slot_mapping) {
@@ -199,8 +199,7 @@ absl::Status WriteKv(const OpContext& ctx, const KvLayerView& cache,
           absl::StrCat("WriteKv: slot ", s, " outside the cache of ", num_slots, " slots"));
     }
   }
-  cpu::WriteKv(k.ptr<float>(), v.ptr<float>(), slot_mapping.data(), n, ToCpuCache(cache),
-               ctx.pool);
+  cpu::WriteKv(k.ptr<float>(), v.ptr<float>(), slot_mapping.data(), n, ToCpuCache(cache), ctx.pool);
   return absl::OkStatus();
 }
 
@@ -229,8 +228,8 @@ absl::Status PagedAttention(const OpContext& ctx, const KvLayerView& cache,
   }
   for (int32_t b : batch.kv_indices) {
     if (b < 0 || b >= cache.num_blocks) {
-      return absl::InvalidArgumentError(absl::StrCat("PagedAttention: block ", b, " outside [0, ",
-                                                     cache.num_blocks, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("PagedAttention: block ", b, " outside [0, ", cache.num_blocks, ")"));
     }
   }
   cpu::PagedAttentionParams p;
@@ -252,8 +251,8 @@ absl::Status SwiGlu(const OpContext& ctx, const TensorView& gate, const TensorVi
   OPS_RETURN_IF_ERROR(RequireF32Packed(up, "SwiGlu", "up"));
   OPS_RETURN_IF_ERROR(RequireF32Packed(out, "SwiGlu", "out"));
   if (gate.numel() != up.numel() || out.numel() != gate.numel()) {
-    return absl::InvalidArgumentError(absl::StrCat("SwiGlu: gate ", gate.ShapeString(), " up ",
-                                                   up.ShapeString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SwiGlu: gate ", gate.ShapeString(), " up ", up.ShapeString()));
   }
   cpu::SwiGlu(gate.ptr<float>(), up.ptr<float>(), gate.rows(), gate.cols(), out.ptr<float>(),
               ctx.pool);
@@ -269,11 +268,11 @@ absl::Status MoeTopK(const OpContext& ctx, const TensorView& logits, int64_t k, 
   const int64_t e = logits.cols();
   if (k < 1 || k > e || expert_ids.dtype != DType::kI32 || expert_ids.numel() != n * k ||
       weights.numel() != n * k) {
-    return absl::InvalidArgumentError(absl::StrCat("MoeTopK: logits ", logits.ShapeString(),
-                                                   " k ", k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("MoeTopK: logits ", logits.ShapeString(), " k ", k));
   }
-  cpu::MoeRouterTopK(logits.ptr<float>(), n, static_cast<int>(e), static_cast<int>(k),
-                     renormalize, expert_ids.ptr<int32_t>(), weights.ptr<float>(), ctx.pool);
+  cpu::MoeRouterTopK(logits.ptr<float>(), n, static_cast<int>(e), static_cast<int>(k), renormalize,
+                     expert_ids.ptr<int32_t>(), weights.ptr<float>(), ctx.pool);
   return absl::OkStatus();
 }
 

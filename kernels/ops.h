@@ -69,13 +69,13 @@ struct AttentionBatch {
 namespace ops {
 
 // out[i, :] = table[ids[i], :] as F32. table: [vocab, hidden] any dtype; out: [n, hidden] F32.
-absl::Status Embedding(const OpContext& ctx, const TensorView& table,
-                       absl::Span<const int32_t> ids, const TensorView& out);
+absl::Status Embedding(const OpContext& ctx, const TensorView& table, absl::Span<const int32_t> ids,
+                       const TensorView& out);
 
 // out = x / sqrt(mean(x^2) + eps) * weight, row by row. x, out: [rows, dim] F32 (may alias);
 // weight: [dim] F32.
-absl::Status RmsNorm(const OpContext& ctx, const TensorView& x, const TensorView& weight,
-                     float eps, const TensorView& out);
+absl::Status RmsNorm(const OpContext& ctx, const TensorView& x, const TensorView& weight, float eps,
+                     const TensorView& out);
 
 // y[m, n] = x[m, k] . w[n, k]^T. x, y F32; w F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q6_K.
 absl::Status MatMul(const OpContext& ctx, const TensorView& x, const TensorView& w,
@@ -89,8 +89,8 @@ absl::Status Add(const OpContext& ctx, const TensorView& y, const TensorView& x)
 
 // Rotates q [num_tokens, num_heads, head_dim] and k [num_tokens, num_kv_heads, head_dim] in
 // place at positions [num_tokens].
-absl::Status Rope(const OpContext& ctx, const RopeParams& params, absl::Span<const int32_t> positions,
-                  const TensorView& q, const TensorView& k);
+absl::Status Rope(const OpContext& ctx, const RopeParams& params,
+                  absl::Span<const int32_t> positions, const TensorView& q, const TensorView& k);
 
 // Stores k, v [num_tokens, num_kv_heads, head_dim] into the cache slots
 // (slot = block_id * block_size + offset) [num_tokens].

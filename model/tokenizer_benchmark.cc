@@ -7,12 +7,11 @@
 #include <benchmark/benchmark.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
 #include "model/tokenizer.h"
@@ -57,13 +56,17 @@ std::string CorpusText() {
 
 std::string EnglishText() {
   const std::vector<std::string> words = {
-      "the", "of", "and", "to", "in", "is", "was", "that", "for", "on", "are", "with", "as",
-      "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "word", "but",
-      "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use",
-      "your", "how", "said", "each", "which", "their", "time", "will", "about", "many",
-      "then", "them", "write", "would", "like", "these", "long", "make", "thing", "see",
-      "model", "server", "request", "token", "latency", "throughput", "distributed",
-      "cluster", "inference", "tokenizer", "scheduler", "prefill", "decode", "cache"};
+      "the",         "of",      "and",       "to",        "in",        "is",      "was",
+      "that",        "for",     "on",        "are",       "with",      "as",      "they",
+      "be",          "at",      "one",       "have",      "this",      "from",    "or",
+      "had",         "by",      "word",      "but",       "what",      "some",    "we",
+      "can",         "out",     "other",     "were",      "all",       "there",   "when",
+      "up",          "use",     "your",      "how",       "said",      "each",    "which",
+      "their",       "time",    "will",      "about",     "many",      "then",    "them",
+      "write",       "would",   "like",      "these",     "long",      "make",    "thing",
+      "see",         "model",   "server",    "request",   "token",     "latency", "throughput",
+      "distributed", "cluster", "inference", "tokenizer", "scheduler", "prefill", "decode",
+      "cache"};
   std::mt19937 rng(1);
   std::string text;
   while (text.size() < (1 << 20)) {

@@ -25,17 +25,17 @@ absl::StatusOr<TokenizerSpec> TokenizerSpecFromGguf(GgufTokenizerMetadata metada
     return absl::InvalidArgumentError(source_name + ": tokenizer.ggml.tokens is missing");
   }
   if (!metadata.token_types.empty() && metadata.token_types.size() != metadata.tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source_name, ": tokenizer.ggml.token_type has ", metadata.token_types.size(),
-        " entries for ", metadata.tokens.size(), " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(source_name, ": tokenizer.ggml.token_type has ",
+                                                   metadata.token_types.size(), " entries for ",
+                                                   metadata.tokens.size(), " tokens"));
   }
   TokenizerSpec spec;
   spec.source_name = source_name;
   const std::string pre = metadata.pre.empty() ? "default" : metadata.pre;
   auto config = PreTokenizer::ConfigForName(pre);
   if (!config.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(source_name, ": tokenizer.ggml.pre: ",
-                                                   config.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": tokenizer.ggml.pre: ", config.status().message()));
   }
   spec.pre_tokenizer = pre;
   spec.pre_tokenizer_config = std::move(config).value();

@@ -20,8 +20,7 @@ icu::StringPiece Piece(absl::string_view text) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TokenizerNormalizer>> TokenizerNormalizer::Create(
-    Normalizer kind) {
+absl::StatusOr<std::unique_ptr<TokenizerNormalizer>> TokenizerNormalizer::Create(Normalizer kind) {
   if (kind != Normalizer::kNfc) {
     return absl::InvalidArgumentError("only the NFC normalizer is supported");
   }

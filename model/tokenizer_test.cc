@@ -3,18 +3,18 @@
 // metadata), plus the streaming detokenizer and the error cases.
 #include "model/tokenizer.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
 #include "model/bpe_byte_level.h"
@@ -207,8 +207,7 @@ TEST(TokenizerTest, ByteLevelPrefixSpace) {
   spec->pre_tokenizer_config = config;
   auto tok = Tokenizer::Create(*std::move(spec));
   ASSERT_TRUE(tok.ok()) << tok.status();
-  EXPECT_EQ((*tok)->Encode("Hello  there\n", false),
-            (std::vector<int32_t>{38699, 216, 665, 198}));
+  EXPECT_EQ((*tok)->Encode("Hello  there\n", false), (std::vector<int32_t>{38699, 216, 665, 198}));
   EXPECT_EQ((*tok)->Encode(" leading", false), (std::vector<int32_t>{2899}));
   EXPECT_EQ((*tok)->Encode("<|im_start|>user\nhi<|im_end|>x", false),
             (std::vector<int32_t>{1, 2914, 198, 6004, 2, 1792}));
@@ -281,7 +280,9 @@ TEST(IncrementalDetokenizerTest, HoldsBackPartialCharacters) {
   ASSERT_TRUE(detok.Add(ByteToken(*tok, 0xF0)).ok());
   auto broken = detok.Add(ByteToken(*tok, 'a'));
   ASSERT_TRUE(broken.ok());
-  EXPECT_EQ(*broken, "\xEF\xBF\xBD" "a");
+  EXPECT_EQ(*broken,
+            "\xEF\xBF\xBD"
+            "a");
   // A character that never completes becomes U+FFFD at Finish, as Decode does.
   ASSERT_TRUE(detok.Add(ByteToken(*tok, 0xE2)).ok());
   EXPECT_EQ(detok.Finish(), "\xEF\xBF\xBD");
@@ -293,8 +294,8 @@ TEST(IncrementalDetokenizerTest, RandomByteTokensMatchDecode) {
   // Lead, continuation and ASCII bytes: every way a sequence can be cut or broken. (SmolLM2
   // has no token for the bytes that never occur in UTF-8, C0, C1 and F5-FF.)
   std::vector<int32_t> ids_pool;
-  for (uint8_t b : {0x41, 0x20, 0x80, 0x82, 0x9F, 0xA0, 0xAC, 0xBF, 0xC2, 0xC3, 0xDF, 0xE0,
-                    0xE2, 0xED, 0xEF, 0xF0, 0xF3, 0xF4}) {
+  for (uint8_t b : {0x41, 0x20, 0x80, 0x82, 0x9F, 0xA0, 0xAC, 0xBF, 0xC2, 0xC3, 0xDF, 0xE0, 0xE2,
+                    0xED, 0xEF, 0xF0, 0xF3, 0xF4}) {
     const int32_t id = ByteToken(*tok, b);
     ASSERT_GE(id, 0) << int{b};
     ids_pool.push_back(id);
@@ -336,8 +337,7 @@ TEST(TokenizerErrorsTest, HfJsonErrors) {
 
   j = ReadJson("qwen2_tiny_tokenizer.json");
   j["model"]["byte_fallback"] = true;
-  EXPECT_THAT(Tokenizer::FromHfJson(j.dump(), "q").status().message(),
-              HasSubstr("byte_fallback"));
+  EXPECT_THAT(Tokenizer::FromHfJson(j.dump(), "q").status().message(), HasSubstr("byte_fallback"));
 
   j = ReadJson("qwen2_tiny_tokenizer.json");
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";

@@ -452,7 +452,8 @@ TEST(WeightSourceTest, RequiredTensorsCoverEveryLayer) {
 // The default model, when the environment provides it.
 TEST(WeightSourceTest, OpensTheDefaultModel) {
   const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
-  if (path == nullptr) FAIL() << "SHARDSERVE_TEST_GGUF must name the default model (tools/test.sh sets it)";
+  if (path == nullptr)
+    FAIL() << "SHARDSERVE_TEST_GGUF must name the default model (tools/test.sh sets it)";
   auto source = OpenWeightSource(path);
   ASSERT_TRUE(source.ok()) << source.status();
   const WeightSource& w = **source;

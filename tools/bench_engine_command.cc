@@ -25,8 +25,7 @@ namespace shardserve {
 namespace {
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Reads a buffer much larger than the caches with every thread of `pool`; bytes per second.
@@ -86,7 +85,8 @@ absl::Status Bench() {
     std::vector<int32_t> p = prompt;
     p[0] = text_ids[r % text_ids.size()];
     greedy.max_tokens = 1;
-    ASSIGN_OR_RETURN(GenerationResult pre, engine->Generate(p, greedy, [](int32_t) { return true; }));
+    ASSIGN_OR_RETURN(GenerationResult pre,
+                     engine->Generate(p, greedy, [](int32_t) { return true; }));
     best_prefill = std::min(best_prefill, pre.prefill_seconds);
     // Decode: a short prompt, then decode_n tokens at batch 1.
     std::vector<int32_t> short_prompt(prompt.begin() + r, prompt.begin() + r + 8);

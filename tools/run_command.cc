@@ -22,8 +22,7 @@ namespace shardserve {
 namespace {
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodePrompt(const ModelBundle& model,
@@ -56,9 +55,9 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(model.weights.get(), options));
   const double load_seconds = Now() - t_start;
 
-  ASSIGN_OR_RETURN(std::vector<int32_t> prompt_ids,
-                   EncodePrompt(model, prompt, absl::GetFlag(FLAGS_chat),
-                                absl::GetFlag(FLAGS_system)));
+  ASSIGN_OR_RETURN(
+      std::vector<int32_t> prompt_ids,
+      EncodePrompt(model, prompt, absl::GetFlag(FLAGS_chat), absl::GetFlag(FLAGS_system)));
   std::vector<int32_t> eos_ids;
   for (int64_t id : engine->config().eos_token_ids) eos_ids.push_back(static_cast<int32_t>(id));
   if (model.tokenizer->eos_id() >= 0 &&
@@ -96,9 +95,8 @@ absl::Status Run() {
   const int64_t n = static_cast<int64_t>(result.token_ids.size());
   const double prefill_tps =
       result.prefill_seconds > 0 ? result.prompt_tokens / result.prefill_seconds : 0;
-  const double decode_tps = n > 1 && result.decode_seconds > 0
-                                ? static_cast<double>(n - 1) / result.decode_seconds
-                                : 0;
+  const double decode_tps =
+      n > 1 && result.decode_seconds > 0 ? static_cast<double>(n - 1) / result.decode_seconds : 0;
   if (json) {
     nlohmann::json out;
     out["token_ids"] = result.token_ids;

@@ -13,12 +13,13 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& sha
       shape.num_kv_heads <= 0 || shape.head_dim <= 0) {
     return absl::InvalidArgumentError("KV cache dimensions must be positive");
   }
-  const int64_t per_layer = shape.num_blocks * shape.block_size * shape.num_kv_heads *
-                            shape.head_dim;
+  const int64_t per_layer =
+      shape.num_blocks * shape.block_size * shape.num_kv_heads * shape.head_dim;
   const int64_t total = per_layer * 2 * shape.num_layers;
   constexpr int64_t kMaxFloats = int64_t{1} << 36;  // 256 GiB
   if (total <= 0 || total > kMaxFloats) {
-    return absl::InvalidArgumentError(absl::StrCat("KV cache of ", total * 4, " bytes is too large"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache of ", total * 4, " bytes is too large"));
   }
   std::unique_ptr<KvCache> cache(new KvCache(shape));
   cache->storage_.reset(static_cast<float*>(std::calloc(total, sizeof(float))));

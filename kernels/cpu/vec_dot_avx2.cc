@@ -306,8 +306,8 @@ void PackQ8Avx2(const float* x, int64_t k, uint8_t* dst, bool paired, bool fp16_
     const float d = amax / 127.0f;
     ds[2 * b] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
     const float sum = static_cast<float>(_mm_cvtsi128_si32(s4));
-    ds[2 * b + 1] = fp16_sum ? _cvtsh_ss(_cvtss_sh(d * sum, _MM_FROUND_TO_NEAREST_INT))
-                             : ds[2 * b] * sum;
+    ds[2 * b + 1] =
+        fp16_sum ? _cvtsh_ss(_cvtss_sh(d * sum, _MM_FROUND_TO_NEAREST_INT)) : ds[2 * b] * sum;
   }
 }
 

@@ -1,6 +1,6 @@
-#include "kernels/cuda/rms_norm.h"
-
 #include <cuda_runtime.h>
+
+#include "kernels/cuda/rms_norm.h"
 
 namespace shardserve {
 namespace cuda {

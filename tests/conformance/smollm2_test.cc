@@ -59,7 +59,8 @@ TEST(SmolLM2Test, GreedyTokensAndLogitsMatchLlamaCpp) {
     ASSERT_TRUE(logits.ok()) << logits.status();
     std::vector<float> last(logits->end() - vocab, logits->end());
 
-    const std::vector<float> first_ref = ReadF32File(dir + "/" + p["first_logits_file"].get<std::string>());
+    const std::vector<float> first_ref =
+        ReadF32File(dir + "/" + p["first_logits_file"].get<std::string>());
     ASSERT_EQ(first_ref.size(), static_cast<size_t>(vocab));
     double shift = 0;
     for (int64_t v = 0; v < vocab; ++v) shift += (last[v] - first_ref[v]) / vocab;
@@ -98,8 +99,9 @@ TEST(SmolLM2Test, GreedyTokensAndLogitsMatchLlamaCpp) {
     }
     EXPECT_GE(agree, first_near_tie) << name << ": tokens diverge at step " << agree;
     if (agree == 32) ++full_matches;
-    std::printf("%-16s first-step centred max|diff| %.4f mean|diff| %.4f, tokens equal for %d/32 steps\n",
-                name.c_str(), diff, mean_diff, agree);
+    std::printf(
+        "%-16s first-step centred max|diff| %.4f mean|diff| %.4f, tokens equal for %d/32 steps\n",
+        name.c_str(), diff, mean_diff, agree);
   }
   std::printf("prompts with all 32 tokens equal: %d; worst first-step centred max|diff| %.4f\n",
               full_matches, worst_first_diff);

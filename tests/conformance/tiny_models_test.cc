@@ -53,8 +53,7 @@ TEST_P(TinyModelTest, MatchesLlamaCppPrefillAndGreedyDecode) {
     std::vector<int32_t> ours;
     const float* last = prefill->data() + 63 * vocab;
     for (int step = 0; step < 17; ++step) {
-      const int32_t argmax =
-          static_cast<int32_t>(std::max_element(last, last + vocab) - last);
+      const int32_t argmax = static_cast<int32_t>(std::max_element(last, last + vocab) - last);
       ours.push_back(argmax);
       if (step == 16) break;
       // Feed llama.cpp's token so one flip cannot cascade; equality is checked below.
@@ -62,7 +61,8 @@ TEST_P(TinyModelTest, MatchesLlamaCppPrefillAndGreedyDecode) {
       ASSERT_TRUE(logits.ok()) << logits.status();
       float step_diff = 0;
       for (int64_t v = 0; v < vocab; ++v) {
-        step_diff = std::max(step_diff, std::fabs((*logits)[v] - expected[(64 + step) * vocab + v]));
+        step_diff =
+            std::max(step_diff, std::fabs((*logits)[v] - expected[(64 + step) * vocab + v]));
       }
       EXPECT_LT(step_diff, kLogitTolerance) << "decode step " << step;
       static thread_local std::vector<float> keep;
@@ -73,24 +73,24 @@ TEST_P(TinyModelTest, MatchesLlamaCppPrefillAndGreedyDecode) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Families, TinyModelTest,
-    ::testing::Values(Case{"mixtral", "."}, Case{"mixtral", "model.gguf"},
-                      Case{"mixtral", "bf16"}, Case{"mixtral", "sharded"},
-                      Case{"qwen2moe", "."}, Case{"qwen2moe", "model.gguf"},
-                      Case{"qwen3moe", "."}, Case{"qwen3moe", "model.gguf"},
-                      Case{"olmoe", "."}, Case{"olmoe", "model.gguf"}, Case{"qwen2", "."},
-                      Case{"qwen2", "model.gguf"}, Case{"qwen3", "."},
-                      Case{"qwen3", "model.gguf"}, Case{"llama", "."},
-                      Case{"llama", "model.gguf"}),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      std::string name = info.param.family + "_" +
-                         (info.param.model == "." ? std::string("hf") : info.param.model);
-      for (char& ch : name) {
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      }
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Families, TinyModelTest,
+                         ::testing::Values(Case{"mixtral", "."}, Case{"mixtral", "model.gguf"},
+                                           Case{"mixtral", "bf16"}, Case{"mixtral", "sharded"},
+                                           Case{"qwen2moe", "."}, Case{"qwen2moe", "model.gguf"},
+                                           Case{"qwen3moe", "."}, Case{"qwen3moe", "model.gguf"},
+                                           Case{"olmoe", "."}, Case{"olmoe", "model.gguf"},
+                                           Case{"qwen2", "."}, Case{"qwen2", "model.gguf"},
+                                           Case{"qwen3", "."}, Case{"qwen3", "model.gguf"},
+                                           Case{"llama", "."}, Case{"llama", "model.gguf"}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           std::string name =
+                               info.param.family + "_" +
+                               (info.param.model == "." ? std::string("hf") : info.param.model);
+                           for (char& ch : name) {
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace shardserve

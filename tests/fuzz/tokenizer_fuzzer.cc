@@ -106,8 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool lossless = AllBytesHaveTokens(tok, expected);
 
   for (bool allow_special : {true, false}) {
-    const std::vector<int32_t> ids = tok.Encode(input, /*add_special_tokens=*/false,
-                                                allow_special);
+    const std::vector<int32_t> ids = tok.Encode(input, /*add_special_tokens=*/false, allow_special);
     for (int32_t id : ids) {
       if (!tok.IsValidId(id)) Fail("Encode produced an invalid id");
     }
