@@ -24,7 +24,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus-cpp-dev libgloo-dev libopenblas-dev libonig-dev
   nlohmann-json3-dev libcpp-httplib-dev libicu-dev
-  clang-14 libclang-rt-14-dev
+  clang-14 libclang-rt-14-dev clang-format
 )
 
 missing=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs dependencies, builds, runs every Bazel test (with the
-# default model available to the tests that use it), the CUDA build when nvcc is installed, then a
-# short fuzzing run of the parsers and the tokenizer.
+# default model available to the tests that use it), a clang-format check, the CUDA build when
+# nvcc is installed, then a short fuzzing run of the parsers and the tokenizer.
 # Ends with one line "N passed, N failed".
 #
 #   tools/test.sh                 # everything
@@ -20,6 +20,18 @@ bazel_rc=${PIPESTATUS[0]}
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
 failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log")
 if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a build failure outside any test
+
+# Formatting: clang-format (Google style, 100 columns; .clang-format) on every C++ and CUDA file.
+mapfile -t sources < <(git ls-files '*.cc' '*.h' '*.cu')
+if clang-format --dry-run --Werror "${sources[@]}" >"$log.format" 2>&1; then
+  echo "clang-format: PASSED"
+  passed=$((passed + 1))
+else
+  head -20 "$log.format"
+  echo "clang-format: FAILED (run: clang-format -i \$(git ls-files '*.cc' '*.h' '*.cu'))" >&2
+  failed=$((failed + 1))
+fi
+rm -f "$log.format"
 
 # The CUDA backend must keep compiling even though no GPU runs it here.
 if [[ "${CUDA_BUILD:-auto}" != "0" && -x /usr/local/cuda/bin/nvcc ]]; then
