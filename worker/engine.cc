@@ -10,11 +10,33 @@ namespace shardserve {
 namespace {
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
+
+absl::Status CheckGenerateRequest(const ModelConfig& c, int64_t context,
+                                  absl::Span<const int32_t> prompt, const SamplingParams& params) {
+  RETURN_IF_ERROR(params.Validate());
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  const int64_t prompt_len = static_cast<int64_t>(prompt.size());
+  if (prompt_len + params.max_tokens > context) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", prompt_len, " tokens) plus max_tokens (", params.max_tokens,
+                     ") exceeds the context window of ", context, " tokens",
+                     context < c.max_position_embeddings
+                         ? absl::StrCat(" (the KV cache's capacity; the model allows ",
+                                        c.max_position_embeddings, ")")
+                         : ""));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const WeightSource* weights,
                                                        const EngineOptions& options) {
@@ -34,8 +56,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const WeightSource* weigh
   shape.head_dim = c.head_dim;
   int64_t kv_bytes = options.kv_cache_bytes;
   if (kv_bytes == 0) {
-    kv_bytes = std::min<int64_t>(int64_t{4} << 30, (c.max_position_embeddings + shape.block_size) *
-                                                       shape.BytesPerToken());
+    kv_bytes = std::min<int64_t>(
+        int64_t{4} << 30, (c.max_position_embeddings + shape.block_size) * shape.BytesPerToken());
   }
   shape.num_blocks = kv_bytes / (shape.BytesPerToken() * shape.block_size);
   if (shape.num_blocks < 1) {
@@ -95,25 +117,8 @@ absl::StatusOr<GenerationResult> Engine::Generate(
     absl::Span<const int32_t> prompt, const SamplingParams& params,
     const std::function<bool(int32_t token)>& on_token) {
   const ModelConfig& c = decoder_->config();
-  RETURN_IF_ERROR(params.Validate());
-  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  for (int32_t id : prompt) {
-    if (id < 0 || id >= c.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-    }
-  }
+  RETURN_IF_ERROR(CheckGenerateRequest(c, max_context_tokens(), prompt, params));
   const int64_t prompt_len = static_cast<int64_t>(prompt.size());
-  const int64_t context = max_context_tokens();
-  if (prompt_len + params.max_tokens > context) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", prompt_len, " tokens) plus max_tokens (", params.max_tokens,
-        ") exceeds the context window of ", context, " tokens",
-        context < c.max_position_embeddings
-            ? absl::StrCat(" (the KV cache's capacity; the model allows ",
-                           c.max_position_embeddings, ")")
-            : ""));
-  }
 
   const int64_t seq_id = next_seq_id_++;
   ASSIGN_OR_RETURN(const int num_cached, blocks_->Allocate(seq_id, prompt));

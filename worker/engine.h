@@ -28,22 +28,29 @@
 namespace shardserve {
 
 struct EngineOptions {
-  int num_threads = 0;                         // 0: every CPU this process may use
+  int num_threads = 0;  // 0: every CPU this process may use
   // K and V of all layers. 0: room for one sequence of the model's whole context window, at most
   // 4 GiB (pages are only touched when used).
   int64_t kv_cache_bytes = 0;
-  int64_t block_size = 16;                     // tokens per KV block
-  int64_t max_num_batched_tokens = 512;        // prefill chunk size (tokens per step)
+  int64_t block_size = 16;               // tokens per KV block
+  int64_t max_num_batched_tokens = 512;  // prefill chunk size (tokens per step)
 };
 
 struct GenerationResult {
-  std::vector<int32_t> token_ids;  // generated tokens
+  std::vector<int32_t> token_ids;     // generated tokens
   std::vector<SampleResult> samples;  // per token (logprobs when requested)
   int64_t prompt_tokens = 0;
-  int64_t cached_tokens = 0;  // prompt tokens whose KV came from the prefix cache
+  int64_t cached_tokens = 0;   // prompt tokens whose KV came from the prefix cache
   double prefill_seconds = 0;  // prompt processing until the first token is sampled
   double decode_seconds = 0;   // the remaining tokens
 };
+
+// The checks Generate applies before touching the KV cache, shared by every engine that
+// generates for one prompt (Engine, GroupEngine) so that they fail alike: INVALID_ARGUMENT for bad
+// params, an empty prompt, ids outside the vocabulary, or a prompt plus max_tokens longer than
+// `max_context_tokens` (naming the KV cache when it, not the model, is the limit).
+absl::Status CheckGenerateRequest(const ModelConfig& config, int64_t max_context_tokens,
+                                  absl::Span<const int32_t> prompt, const SamplingParams& params);
 
 class Engine {
  public:

@@ -30,6 +30,12 @@ ABSL_FLAG(std::string, host, "",
           "same host share memory for their device group");
 ABSL_FLAG(absl::Duration, group_timeout, absl::Seconds(30),
           "bound on forming the group's communicators and on each collective");
+ABSL_FLAG(int32_t, service_port, 0,
+          "port of this worker's WorkerService (generation, answered by group leaders); 0 picks "
+          "a free one, registered with the coordinator");
+ABSL_FLAG(int64_t, kv_cache_bytes, 0,
+          "K and V bytes of the whole model replica, split over the group's ranks; 0 sizes the "
+          "cache for the model's whole context window");
 
 namespace {
 
@@ -45,6 +51,13 @@ bool ParsePool(const std::string& pool, shardserve::v1::PoolRole* role) {
   return true;
 }
 
+// Set by the handler of SIGINT/SIGTERM when one lands on a thread that does not block them:
+// libraries may start threads before main (OpenBLAS starts its pool when it is loaded), and
+// those threads keep the default mask.
+volatile sig_atomic_t stop_signal = 0;
+
+void OnStopSignal(int signal_number) { stop_signal = signal_number; }
+
 std::string HostName() {
   char name[256] = {};
   if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "127.0.0.1";
@@ -56,7 +69,7 @@ std::string HostName() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "shardserve-worker --coordinator=HOST:PORT --pool=prefill|decode|both --device=cpu|cuda:N "
-      "[--threads=N] [--model=PATH_OR_NAME] [--host=ADDRESS]");
+      "[--threads=N] [--model=PATH_OR_NAME] [--host=ADDRESS] [--service_port=N]");
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -72,6 +85,8 @@ int main(int argc, char** argv) {
   options.model = absl::GetFlag(FLAGS_model);
   options.host = absl::GetFlag(FLAGS_host).empty() ? HostName() : absl::GetFlag(FLAGS_host);
   options.group_timeout = absl::GetFlag(FLAGS_group_timeout);
+  options.service_port = absl::GetFlag(FLAGS_service_port);
+  options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
 
   // Block the stop signals before gRPC starts threads, so only the watcher below receives them.
   sigset_t stop_signals;
@@ -79,13 +94,19 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 
   absl::Notification stop;
   std::atomic<bool> done{false};
   std::thread watcher([&] {
     const timespec poll = {0, 100 * 1000 * 1000};
     while (!done.load()) {
-      const int signal_number = sigtimedwait(&stop_signals, nullptr, &poll);
+      int signal_number = sigtimedwait(&stop_signals, nullptr, &poll);
+      if (signal_number <= 0) signal_number = stop_signal;
       if (signal_number > 0) {
         LOG(INFO) << "signal " << signal_number << ": shutting down";
         stop.Notify();

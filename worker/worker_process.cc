@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -109,10 +110,11 @@ absl::Status SameSpec(const ShardSpec& got, const ShardSpec& want) {
                                                     want.DebugString(), ")"));
 }
 
-// ===== LoadShard: where the sharded Decoder plugs in. =====
+// ===== LoadShard =====
 // Opens the weights, checks that the coordinator's assignment is the shard this model file gives
-// for the same ranks, and returns the bytes of the tensor rows and columns the shard holds.
-// Next step: build the shard-aware Decoder from `*weights` and `spec` here.
+// for the same ranks, and returns the bytes of the tensor rows and columns the shard holds. The
+// Decoder over this shard needs the group's communicators, so it is built after JoinGroup
+// (WorkerProcess::Serve, GroupEngine::Create).
 absl::StatusOr<int64_t> LoadShard(const std::string& path, const v1::ShardAssignment& assignment,
                                   std::unique_ptr<WeightSource>* weights) {
   ASSIGN_OR_RETURN(*weights, OpenWeightSource(path));
@@ -260,29 +262,29 @@ absl::Status WorkerProcess::JoinGroup(const v1::GetAssignmentReply& reply) {
 
   bool one_host = absl::StartsWith(options_.device, "cpu");
   for (const v1::WorkerInfo& peer : reply.peers()) one_host &= peer.host() == options_.host;
-  std::unique_ptr<GrpcStore> device_store = store_for("device/");
-  if (one_host) {
-    std::string name;
-    if (rank == 0) {
-      name = RandomShmName(group.id());
-      RETURN_IF_ERROR(device_store->Set("shm_name", name));
-    } else {
-      ASSIGN_OR_RETURN(name, device_store->Get("shm_name", options_.group_timeout));
-    }
-    ShmOptions shm;
-    shm.timeout = options_.group_timeout;
-    ASSIGN_OR_RETURN(device_, ShmCommunicator::Create(name, rank, world_size, shm));
-  } else {
-    ASSIGN_OR_RETURN(device_, GlooCommunicator::Create(*device_store, rank, world_size, gloo));
+  // The decoder's device groups: tensor parallelism within a stage, pipeline hand-offs along
+  // one tp rank. Each has its own store namespace (and its own shared-memory segment).
+  const ShardSpec spec = ShardSpecFromProto(reply.assignment());
+  if (spec.layout.tp_size > 1) {
+    ASSIGN_OR_RETURN(
+        tp_, JoinDeviceGroup(absl::StrCat(group.rendezvous_prefix(), "tp", spec.pp_rank, "/"),
+                             group.id(), spec.tp_rank, spec.layout.tp_size, one_host));
+  }
+  if (spec.layout.pp_size > 1) {
+    ASSIGN_OR_RETURN(
+        pp_, JoinDeviceGroup(absl::StrCat(group.rendezvous_prefix(), "pp", spec.tp_rank, "/"),
+                             group.id(), spec.pp_rank, spec.layout.pp_size, one_host));
   }
 
   // Sanity check: every rank contributes rank + 1, so each element must sum to n(n+1)/2.
-  for (Communicator* comm : {control_.get(), device_.get()}) {
+  for (Communicator* comm : {control_.get(), tp_.get(), pp_.get()}) {
+    if (comm == nullptr) continue;
     RETURN_IF_ERROR(comm->Barrier());
     float values[4];
-    for (float& v : values) v = static_cast<float>(rank + 1);
+    for (float& v : values) v = static_cast<float>(comm->rank() + 1);
     RETURN_IF_ERROR(comm->AllReduceSum(TensorView::Cpu(values, DType::kF32, {4})));
-    const float want = world_size * (world_size + 1) / 2.0f;
+    const int n = comm->world_size();
+    const float want = n * (n + 1) / 2.0f;
     for (float v : values) {
       if (v != want) {
         return absl::InternalError(
@@ -291,8 +293,47 @@ absl::Status WorkerProcess::JoinGroup(const v1::GetAssignmentReply& reply) {
     }
   }
   LOG(INFO) << "joined group " << group.id() << " as rank " << rank << " of " << world_size
-            << " (control " << control_->backend() << ", device " << device_->backend() << ")";
+            << " (control " << control_->backend() << ", device "
+            << (tp_   ? tp_->backend()
+                : pp_ ? pp_->backend()
+                      : "none")
+            << ")";
+
+  GroupComms comms;
+  comms.control = control_.get();
+  comms.decoder.tp = tp_.get();
+  comms.decoder.pp = pp_.get();
+  EngineOptions engine_options;
+  engine_options.num_threads = options_.num_threads;
+  engine_options.kv_cache_bytes = options_.kv_cache_bytes;
+  ASSIGN_OR_RETURN(engine_, GroupEngine::Create(weights_.get(), spec, comms, engine_options));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> WorkerProcess::JoinDeviceGroup(
+    const std::string& prefix, int group_id, int rank, int world_size, bool one_host) {
+  GrpcStore::Options store_options;
+  store_options.prefix = prefix;
+  store_options.default_wait = options_.group_timeout;
+  GrpcStore store(channel_, store_options);
+  if (!one_host) {
+    GlooOptions gloo;
+    gloo.hostname = options_.host;
+    gloo.timeout = options_.group_timeout;
+    ASSIGN_OR_RETURN(auto comm, GlooCommunicator::Create(store, rank, world_size, gloo));
+    return std::unique_ptr<Communicator>(std::move(comm));
+  }
+  std::string name;
+  if (rank == 0) {
+    name = RandomShmName(group_id);
+    RETURN_IF_ERROR(store.Set("shm_name", name));
+  } else {
+    ASSIGN_OR_RETURN(name, store.Get("shm_name", options_.group_timeout));
+  }
+  ShmOptions shm;
+  shm.timeout = options_.group_timeout;
+  ASSIGN_OR_RETURN(auto comm, ShmCommunicator::Create(name, rank, world_size, shm));
+  return std::unique_ptr<Communicator>(std::move(comm));
 }
 
 absl::Status WorkerProcess::ReportReady(int64_t epoch, const absl::Status& outcome) {
@@ -310,14 +351,39 @@ absl::Status WorkerProcess::ReportReady(int64_t epoch, const absl::Status& outco
 }
 
 absl::Status WorkerProcess::Run(absl::Notification* stop) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::StrCat("0.0.0.0:", options_.service_port),
+                           grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service_);
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve WorkerService on port ", options_.service_port));
+  }
+  info_.set_port(port);
+  LOG(INFO) << "WorkerService listening on port " << port;
   ASSIGN_OR_RETURN(std::string path, ModelPath());
   RETURN_IF_ERROR(Register(path));
   absl::Notification quit;
   std::thread heartbeat([this, &quit] { HeartbeatLoop(heartbeat_interval_, &quit); });
   absl::Status status = Serve(path, stop);
+  service_.SetEngine(nullptr, "this worker is shutting down");
+  ShutdownServer();
   quit.Notify();
   heartbeat.join();
   return status;
+}
+
+void WorkerProcess::ShutdownServer() {
+  if (server_shut_down_) return;
+  server_shut_down_ = true;
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+}
+
+absl::Status WorkerProcess::Dead() {
+  absl::MutexLock lock(&mu_);
+  return dead_;
 }
 
 absl::Status WorkerProcess::Serve(const std::string& path, absl::Notification* stop) {
@@ -337,10 +403,39 @@ absl::Status WorkerProcess::Serve(const std::string& path, absl::Notification* s
   RETURN_IF_ERROR(ReportReady(reply.plan_epoch(), outcome));
   RETURN_IF_ERROR(outcome);
   LOG(INFO) << "ready: " << *resident_bytes << " bytes of weights in this shard";
-  while (!stop->WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-    absl::MutexLock lock(&mu_);
-    if (!dead_.ok()) return dead_;
+  return engine_->is_leader() ? ServeLeader(stop) : ServeFollower(stop);
+}
+
+absl::Status WorkerProcess::ServeLeader(absl::Notification* stop) {
+  service_.SetEngine(engine_.get());
+  // Idle followers wait in a broadcast bounded by group_timeout: ping well within it.
+  const absl::Duration ping_every =
+      std::max(absl::Milliseconds(50), std::min(options_.group_timeout / 4, absl::Seconds(1)));
+  while (!stop->WaitForNotificationWithTimeout(ping_every)) {
+    RETURN_IF_ERROR(Dead());
+    if (absl::Status s = engine_->Ping(); !s.ok()) {
+      service_.SetEngine(nullptr, s.ToString());
+      return absl::Status(s.code(), absl::StrCat("the engine group failed: ", s.message()));
+    }
   }
+  // Ends in-flight requests first (they stop at their next token once cancelled), so that Stop
+  // does not wait for a long generation.
+  service_.SetEngine(nullptr, "this worker is shutting down");
+  ShutdownServer();
+  // Followers leave ServeFollower; a failure here only means one of them is gone already.
+  if (absl::Status s = engine_->Stop(); !s.ok()) LOG(WARNING) << "stopping the group: " << s;
+  return absl::OkStatus();
+}
+
+absl::Status WorkerProcess::ServeFollower(absl::Notification* stop) {
+  absl::Status status =
+      engine_->ServeFollower([&] { return stop->HasBeenNotified() || !Dead().ok(); });
+  if (stop->HasBeenNotified()) return absl::OkStatus();
+  RETURN_IF_ERROR(Dead());
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("the engine group failed: ", status.message()));
+  }
+  LOG(INFO) << "the leader shut the group down";
   return absl::OkStatus();
 }
 

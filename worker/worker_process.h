@@ -10,16 +10,24 @@
 //   absl::Status status = worker.Run(&stop);
 //
 // Run, step by step:
+//  0. starts its WorkerService (proto/shardserve/v1/worker.proto) on `service_port` and
+//     registers that port as WorkerInfo.port;
 //  1. resolves the model (--model, else the coordinator's model path from GetPlan) and computes
 //     its ModelFingerprint; Register (the coordinator refuses a different model);
 //  2. starts the heartbeat thread (every RegisterReply.heartbeat_interval_ms);
 //  3. long-polls GetAssignment until the plan places this worker;
 //  4. LoadShard: opens the WeightSource, checks the assignment against the model, and sums the
 //     bytes of the tensor rows and columns the shard holds;
-//  5. joins the group: a Gloo control group through the coordinator's rendezvous store (under
-//     the group's rendezvous prefix), and a device group over shared memory when every rank
-//     reports the same host (else Gloo); runs a barrier and one all-reduce on each as a check;
-//  6. ReportReady (with the error instead when 4 or 5 failed), then waits for `stop`.
+//  5. joins the group: a Gloo control group over all ranks through the coordinator's rendezvous
+//     store (under the group's rendezvous prefix), and the decoder's device groups: one
+//     tensor-parallel group per pipeline stage and one pipeline group per tp rank, over shared
+//     memory when every rank reports the same host (else Gloo); runs a barrier and one
+//     all-reduce on each as a check; then builds the rank's GroupEngine (its Decoder shard and
+//     KV cache);
+//  6. ReportReady (with the error instead when 4 or 5 failed);
+//  7. serves: the leader (group rank 0) answers WorkerService.Generate with its GroupEngine and
+//     pings the followers while idle; followers run the leader's steps (ServeFollower). Until
+//     `stop`, the group failing, or the coordinator declaring the worker dead.
 // Run returns early with an error when the coordinator declares this worker dead (its heartbeat
 // is answered NOT_FOUND) or is unreachable for longer than `rpc_timeout` during setup.
 //
@@ -38,9 +46,12 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/server.h"
 #include "kernels/communicator.h"
 #include "model/weight_source.h"
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
+#include "worker/group_engine.h"
+#include "worker/worker_service.h"
 
 namespace shardserve {
 
@@ -60,6 +71,10 @@ struct WorkerOptions {
   absl::Duration rpc_timeout = absl::Seconds(30);
   // Bound on forming each communicator and on each of its operations.
   absl::Duration group_timeout = absl::Seconds(30);
+  // Port of this worker's WorkerService on all interfaces; 0 picks a free one.
+  int service_port = 0;
+  // K and V bytes of the whole replica (see GroupEngine); 0: the model's whole context.
+  int64_t kv_cache_bytes = 0;
 };
 
 class WorkerProcess {
@@ -70,8 +85,9 @@ class WorkerProcess {
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
-  // Runs the steps above, then blocks until `stop` is notified (OK) or the coordinator declares
-  // the worker dead (error). Errors during setup are returned after being reported.
+  // Runs the steps above, then blocks until `stop` is notified (OK), the coordinator declares
+  // the worker dead or the group fails (error). Errors during setup are returned after being
+  // reported. A follower also returns OK when its leader shuts the group down.
   absl::Status Run(absl::Notification* stop);
 
  private:
@@ -83,6 +99,16 @@ class WorkerProcess {
   absl::StatusOr<v1::GetAssignmentReply> AwaitAssignment(absl::Notification* stop);
   // Joins the control and device groups and checks them with a barrier and an all-reduce.
   absl::Status JoinGroup(const v1::GetAssignmentReply& reply);
+  // One of the decoder's device groups: shared memory when `one_host`, else Gloo.
+  absl::StatusOr<std::unique_ptr<Communicator>> JoinDeviceGroup(const std::string& prefix,
+                                                                int group_id, int rank,
+                                                                int world_size, bool one_host);
+  // Step 7 on the leader and on followers.
+  absl::Status ServeLeader(absl::Notification* stop);
+  absl::Status ServeFollower(absl::Notification* stop);
+  absl::Status Dead();
+  // Cancels WorkerService calls still running after a second; called once.
+  void ShutdownServer();
   absl::Status ReportReady(int64_t epoch, const absl::Status& outcome);
   std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) const;
 
@@ -92,8 +118,15 @@ class WorkerProcess {
   v1::WorkerInfo info_;
   absl::Duration heartbeat_interval_ = absl::Seconds(1);
   std::unique_ptr<WeightSource> weights_;
-  std::unique_ptr<Communicator> control_;  // Gloo: step plans and metadata
-  std::unique_ptr<Communicator> device_;   // shm on one host, else Gloo: activations
+  std::unique_ptr<Communicator> control_;  // Gloo over all ranks: step plans
+  // shm on one host, else Gloo: activations. tp_: this stage's tp_size ranks (tp_size > 1);
+  // pp_: the pp_size ranks with this tp_rank (pp_size > 1).
+  std::unique_ptr<Communicator> tp_;
+  std::unique_ptr<Communicator> pp_;
+  std::unique_ptr<GroupEngine> engine_;  // after JoinGroup; uses the communicators above
+  WorkerServiceImpl service_;
+  std::unique_ptr<grpc::Server> server_;  // WorkerService; shut down before engine_ goes
+  bool server_shut_down_ = false;
 
   absl::Mutex mu_;
   int64_t resident_bytes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,0 +1,308 @@
+// Generation across real worker processes: a coordinator and the workers of one engine group,
+// the leader's WorkerService.Generate called over gRPC, its greedy tokens compared with the
+// single-process Engine's (run in this test process on the same model file). Also: a follower
+// killed mid-stream ends the stream with an error within a bounded time.
+//
+// Processes start on free ports (port 0, the coordinator prints its port, workers register
+// theirs), readiness is awaited by polling GetPlan with a deadline, and every child is ended by
+// ChildProcesses even when an assertion fails.
+#include <signal.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "model/weight_source.h"
+#include "nlohmann/json.hpp"
+#include "proto/shardserve/v1/cluster.grpc.pb.h"
+#include "proto/shardserve/v1/worker.grpc.pb.h"
+#include "tests/cluster/child_processes.h"
+#include "worker/engine.h"
+
+namespace shardserve {
+namespace {
+
+constexpr absl::Duration kStartTimeout = absl::Seconds(10);
+constexpr absl::Duration kReadyTimeout = absl::Seconds(60);
+constexpr absl::Duration kGenerateTimeout = absl::Seconds(60);
+
+std::string Runfile(const std::string& relative) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/shardserve/", relative);
+}
+
+std::string TempDir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return dir != nullptr ? dir : "/tmp";
+}
+
+std::vector<int32_t> TinyPrompt(const std::string& family) {
+  std::ifstream f(Runfile("tests/fixtures/tiny/" + family + "/reference.json"));
+  EXPECT_TRUE(f.good());
+  if (!f.good()) return {};
+  return nlohmann::json::parse(f)["prompt_ids"].get<std::vector<int32_t>>();
+}
+
+// The single-process Engine's greedy tokens: the reference the group must reproduce.
+std::vector<int32_t> EngineTokens(const std::string& model, const std::vector<int32_t>& prompt,
+                                  int max_tokens) {
+  auto weights = OpenWeightSource(model);
+  EXPECT_TRUE(weights.ok()) << weights.status();
+  if (!weights.ok()) return {};
+  EngineOptions options;
+  options.num_threads = 1;
+  auto engine = Engine::Create(weights->get(), options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (!engine.ok()) return {};
+  SamplingParams params;
+  params.temperature = 0;
+  params.max_tokens = max_tokens;
+  params.ignore_eos = true;
+  auto result = (*engine)->Generate(prompt, params, [](int32_t) { return true; });
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result.ok() ? result->token_ids : std::vector<int32_t>{};
+}
+
+class GenerationTest : public ::testing::Test {
+ protected:
+  void TearDown() override { children_.KillAll(); }
+
+  // Starts the coordinator on `model` and one worker per rank, and waits until the group is
+  // ready; then connects to the leader's WorkerService.
+  void StartGroup(const std::string& model, const std::vector<std::string>& layout_flags,
+                  int num_workers, absl::Duration group_timeout = absl::Seconds(15)) {
+    std::vector<std::string> argv = {Runfile("coordinator/shardserve-coordinator"), "--port=0",
+                                     "--host=127.0.0.1", "--model=" + model};
+    argv.insert(argv.end(), layout_flags.begin(), layout_flags.end());
+    coordinator_ = children_.Spawn("coordinator", argv);
+    ASSERT_GT(coordinator_, 0);
+    std::string address;
+    const absl::Time start_deadline = absl::Now() + kStartTimeout;
+    while (address.empty() && absl::Now() < start_deadline) {
+      const std::string out = children_.Output(coordinator_);
+      const size_t at = out.find("listening on 127.0.0.1:");
+      const size_t end = out.find('\n', at);
+      int port = 0;
+      if (at != std::string::npos && end != std::string::npos &&
+          absl::SimpleAtoi(out.substr(at + 23, end - at - 23), &port)) {
+        address = absl::StrCat("127.0.0.1:", port);
+        break;
+      }
+      ASSERT_FALSE(children_.WaitExit(coordinator_, absl::ZeroDuration()).has_value()) << Logs();
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_FALSE(address.empty()) << "coordinator did not start\n" << Logs();
+    for (int i = 0; i < num_workers; ++i) {
+      workers_.push_back(children_.Spawn(
+          "worker", {Runfile("worker/shardserve-worker"), "--coordinator=" + address, "--pool=both",
+                     "--device=cpu", "--host=127.0.0.1",
+                     "--group_timeout=" + absl::FormatDuration(group_timeout)}));
+      ASSERT_GT(workers_.back(), 0);
+    }
+
+    auto cluster = v1::ClusterService::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    const absl::Time ready_deadline = absl::Now() + kReadyTimeout;
+    v1::GetPlanReply reply;
+    bool ready = false;
+    while (!ready && absl::Now() < ready_deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+      if (!cluster->GetPlan(&context, v1::GetPlanRequest(), &reply).ok()) continue;
+      ready = reply.has_plan() && reply.plan().groups_size() == 1 && reply.plan().groups(0).ready();
+    }
+    ASSERT_TRUE(ready) << reply.DebugString() << Logs();
+
+    // The leader is group rank 0; its registration carries its WorkerService port.
+    std::string leader_id;
+    for (const v1::ShardAssignment& shard : reply.plan().groups(0).shards()) {
+      if (shard.group_rank() == 0) leader_id = shard.worker_id();
+    }
+    for (int i = 0; i < reply.workers_size(); ++i) {
+      const v1::WorkerInfo& w = reply.workers(i);
+      if (w.worker_id() == leader_id) {
+        ASSERT_GT(w.port(), 0) << w.DebugString();
+        leader_ = v1::WorkerService::NewStub(grpc::CreateChannel(
+            absl::StrCat(w.host(), ":", w.port()), grpc::InsecureChannelCredentials()));
+      } else {
+        follower_ids_.push_back(w.worker_id());
+      }
+    }
+    ASSERT_NE(leader_, nullptr) << reply.DebugString();
+  }
+
+  static v1::GenerateOnGroupRequest Greedy(const std::vector<int32_t>& prompt, int max_tokens) {
+    v1::GenerateOnGroupRequest request;
+    for (int32_t id : prompt) request.add_prompt_token_ids(id);
+    request.set_max_tokens(max_tokens);
+    request.set_temperature(0);
+    request.set_ignore_eos(true);
+    return request;
+  }
+
+  // Streams a request to the leader; returns the tokens and sets the final status and the last
+  // finish reason.
+  std::vector<int32_t> Generate(const v1::GenerateOnGroupRequest& request, grpc::Status* status,
+                                std::string* finish_reason) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kGenerateTimeout));
+    auto reader = leader_->Generate(&context, request);
+    std::vector<int32_t> tokens;
+    v1::GenerateOnGroupResponse response;
+    while (reader->Read(&response)) {
+      tokens.push_back(response.token_id());
+      *finish_reason = response.finish_reason();
+    }
+    *status = reader->Finish();
+    return tokens;
+  }
+
+  std::string Logs() {
+    std::string all = absl::StrCat("--- coordinator\n", children_.Output(coordinator_));
+    for (pid_t w : workers_) absl::StrAppend(&all, "--- worker ", w, "\n", children_.Output(w));
+    return all;
+  }
+
+  ChildProcesses children_{TempDir()};
+  pid_t coordinator_ = -1;
+  std::vector<pid_t> workers_;
+  std::vector<std::string> follower_ids_;
+  std::unique_ptr<v1::WorkerService::Stub> leader_;
+};
+
+struct LayoutCase {
+  std::string name;
+  std::vector<std::string> flags;
+  int num_workers;
+};
+
+class GenerationLayoutTest : public GenerationTest,
+                             public ::testing::WithParamInterface<LayoutCase> {};
+
+TEST_P(GenerationLayoutTest, GreedyTokensEqualSingleProcessEngine) {
+  const std::string model = Runfile("tests/fixtures/tiny/qwen2moe/model.gguf");
+  const std::vector<int32_t> prompt = TinyPrompt("qwen2moe");
+  ASSERT_FALSE(prompt.empty());
+  const std::vector<int32_t> expected = EngineTokens(model, prompt, 32);
+  ASSERT_EQ(expected.size(), 32u);
+  ASSERT_NO_FATAL_FAILURE(StartGroup(model, GetParam().flags, GetParam().num_workers));
+
+  // Twice: the second request reuses the leader's prefix cache and every rank's KV blocks.
+  for (int run = 0; run < 2; ++run) {
+    grpc::Status status;
+    std::string finish;
+    const std::vector<int32_t> got = Generate(Greedy(prompt, 32), &status, &finish);
+    ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << Logs();
+    EXPECT_EQ(got, expected) << "run " << run;
+    EXPECT_EQ(finish, "length");
+  }
+
+  // The leader validates like the Engine does.
+  grpc::Status status;
+  std::string finish;
+  Generate(Greedy({}, 4), &status, &finish);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  Generate(Greedy(prompt, 1000), &status, &finish);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+
+  // Every process leaves cleanly on SIGTERM (the leader stops its followers).
+  for (pid_t w : workers_) children_.Signal(w, SIGTERM);
+  for (pid_t w : workers_) EXPECT_EQ(children_.WaitExit(w, absl::Seconds(10)), 0) << Logs();
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, GenerationLayoutTest,
+                         ::testing::Values(LayoutCase{"tp2", {"--tp=2"}, 2},
+                                           LayoutCase{"tp2_pp2", {"--tp=2", "--pp=2"}, 4}),
+                         [](const ::testing::TestParamInfo<LayoutCase>& info) {
+                           return info.param.name;
+                         });
+
+// SmolLM2 takes tens of milliseconds per token on a CPU, so a long request is still streaming
+// when the follower is hit (the tiny models finish their whole context in well under that).
+class FollowerFailureTest : public GenerationTest {
+ protected:
+  // Starts a SmolLM2 TP=2 group, streams a few tokens of a long greedy request, sends `signal`
+  // to the follower, and reads the stream to its end. Returns its status; `*took` is how long
+  // the stream took to end after the signal.
+  grpc::Status StreamAndSignalFollower(int signal, absl::Duration group_timeout,
+                                       absl::Duration* took) {
+    const char* model = std::getenv("SHARDSERVE_TEST_GGUF");
+    EXPECT_NE(model, nullptr) << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (model == nullptr) return grpc::Status::CANCELLED;
+    StartGroup(model, {"--tp=2"}, 2, group_timeout);
+    if (HasFatalFailure() || follower_ids_.size() != 1) {
+      ADD_FAILURE() << "the group did not form\n" << Logs();
+      return grpc::Status::CANCELLED;
+    }
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kGenerateTimeout));
+    auto reader = leader_->Generate(&context, Greedy({1, 2, 3, 4, 5}, 2000));
+    v1::GenerateOnGroupResponse response;
+    int received = 0;
+    while (received < 3 && reader->Read(&response)) ++received;
+    if (received != 3) {
+      ADD_FAILURE() << reader->Finish().error_message() << Logs();
+      return grpc::Status::CANCELLED;
+    }
+    // Worker ids follow registration order, not spawn order: each worker logs its id.
+    pid_t follower = -1;
+    for (pid_t w : workers_) {
+      if (children_.Output(w).find("registered as " + follower_ids_[0] + " ") !=
+          std::string::npos) {
+        follower = w;
+      }
+    }
+    if (follower <= 0) {
+      ADD_FAILURE() << "no worker logged " << follower_ids_[0] << "\n" << Logs();
+      return grpc::Status::CANCELLED;
+    }
+    children_.Signal(follower, signal);
+    const absl::Time sent = absl::Now();
+    while (reader->Read(&response)) ++received;
+    const grpc::Status status = reader->Finish();
+    *took = absl::Now() - sent;
+    EXPECT_LT(received, 2000);
+    std::printf("signal %d: stream ended %.3f s later after %d tokens: %s\n", signal,
+                absl::ToDoubleSeconds(*took), received, status.error_message().c_str());
+    return status;
+  }
+};
+
+TEST_F(FollowerFailureTest, KilledFollowerEndsTheStreamWithAnError) {
+  absl::Duration took;
+  const grpc::Status status = StreamAndSignalFollower(SIGKILL, absl::Seconds(15), &took);
+  if (HasFailure()) return;
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << status.error_code() << ": " << status.error_message();
+  // A killed peer's sockets close at once, so the leader's next collective fails within
+  // milliseconds; allow for a loaded machine.
+  EXPECT_LT(took, absl::Seconds(5)) << status.error_message();
+
+  // The group stays failed: a new request is refused at once.
+  grpc::Status again;
+  std::string finish;
+  Generate(Greedy({1, 2, 3}, 4), &again, &finish);
+  EXPECT_FALSE(again.ok());
+}
+
+TEST_F(FollowerFailureTest, HungFollowerEndsTheStreamAfterTheGroupTimeout) {
+  const absl::Duration group_timeout = absl::Seconds(4);
+  absl::Duration took;
+  const grpc::Status status = StreamAndSignalFollower(SIGSTOP, group_timeout, &took);
+  if (HasFailure()) return;
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << status.error_code() << ": " << status.error_message();
+  EXPECT_GT(took, group_timeout - absl::Seconds(1)) << status.error_message();
+  EXPECT_LT(took, group_timeout + absl::Seconds(5)) << status.error_message();
+}
+
+}  // namespace
+}  // namespace shardserve

@@ -1,0 +1,138 @@
+// The engine of one rank of an engine group: a model replica spread over tp_size x pp_size
+// ranks (model/shard_spec.h) that generates in lockstep.
+//
+// Every rank owns its Decoder shard and a KvCache of its stage's layers and its KV heads, with
+// the same number of blocks everywhere, so the block ids of a plan are valid on every rank. The
+// leader (group rank 0) also owns the BlockAllocator and the Sampler: for each step it builds a
+// StepPlan (worker/step_plan.h), broadcasts it over the control communicator (the size, then the
+// bytes), runs Decoder::Forward with it like every other rank, and samples from the logits,
+// which the decoder delivers on the leader. Followers loop in ServeFollower(), running each
+// plan they receive.
+//
+//   // every rank, on its own thread or process:
+//   ASSIGN_OR_RETURN(auto engine, GroupEngine::Create(weights, shard, comms, options));
+//   if (engine->is_leader()) {
+//     ASSIGN_OR_RETURN(GenerationResult r, engine->Generate(prompt, params, on_token));
+//     RETURN_IF_ERROR(engine->Stop());
+//   } else {
+//     RETURN_IF_ERROR(engine->ServeFollower());  // returns after the leader's Stop()
+//   }
+//
+// Failures: every collective is bounded by its communicator's timeout, so a rank that dies or
+// stops participating makes the others' pending call fail (UNAVAILABLE or DEADLINE_EXCEEDED)
+// instead of hanging. The engine then is broken: the leader's Generate and the followers'
+// ServeFollower return that status, and every later call returns it at once. A broken group is
+// torn down and formed again; nothing is repaired in place.
+//
+// Idle followers wait in a broadcast, which is bounded by the control communicator's timeout
+// too: while no request runs, the leader must call Ping() more often than that timeout.
+//
+// Thread safety: leader methods (Generate, Ping, Stop) may be called from any thread and are
+// serialised by a mutex (one request at a time); ServeFollower runs on one thread.
+#ifndef SHARDSERVE_WORKER_GROUP_ENGINE_H_
+#define SHARDSERVE_WORKER_GROUP_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/thread_pool.h"
+#include "kernels/communicator.h"
+#include "model/decoder.h"
+#include "model/shard_spec.h"
+#include "model/weight_source.h"
+#include "worker/block_allocator.h"
+#include "worker/engine.h"
+#include "worker/kv_cache.h"
+#include "worker/sampler.h"
+#include "worker/sampling_params.h"
+#include "worker/step_plan.h"
+
+namespace shardserve {
+
+// The communicators of one rank; not owned, they must outlive the engine.
+struct GroupComms {
+  // All tp_size * pp_size ranks of the group, rank == ShardSpec::group_rank(). Carries the step
+  // plans. Required when the group has more than one rank.
+  Communicator* control = nullptr;
+  // The decoder's tensor-parallel (per stage) and pipeline communicators.
+  DecoderComms decoder;
+};
+
+class GroupEngine {
+ public:
+  // `options` has Engine's meanings and must be equal on every rank: kv_cache_bytes counts the
+  // K and V of the whole replica (all ranks together), so every rank derives the same number of
+  // blocks from it and the model's config. REQUIRES: weights and comms outlive the engine.
+  static absl::StatusOr<std::unique_ptr<GroupEngine>> Create(const WeightSource* weights,
+                                                             const ShardSpec& shard,
+                                                             const GroupComms& comms,
+                                                             const EngineOptions& options);
+
+  bool is_leader() const { return shard_.group_rank() == 0; }
+  int group_rank() const { return shard_.group_rank(); }
+  const ModelConfig& config() const { return decoder_->config(); }
+  const Decoder& decoder() const { return *decoder_; }
+  const KvCacheShape& kv_cache_shape() const { return kv_cache_->shape(); }
+  int64_t max_context_tokens() const;
+
+  // Leader only. Engine::Generate across the group: the same validation, errors and result.
+  // `on_token` runs on the calling thread after each token is sampled.
+  absl::StatusOr<GenerationResult> Generate(absl::Span<const int32_t> prompt,
+                                            const SamplingParams& params,
+                                            const std::function<bool(int32_t token)>& on_token);
+
+  // Leader only. Broadcasts an empty step so idle followers' waits do not time out.
+  absl::Status Ping();
+
+  // Leader only. Sends STOP: followers return OK from ServeFollower. Later calls do nothing.
+  absl::Status Stop();
+
+  // Followers only. Runs the leader's steps until STOP (OK) or until a collective or a step
+  // fails (that status). When `should_stop` is given it is asked after every plan received
+  // (steps and pings), and a true answer returns CANCELLED: the leader's next collective then
+  // fails, so stopping one rank tears the group down.
+  absl::Status ServeFollower(const std::function<bool()>& should_stop = nullptr);
+
+ private:
+  GroupEngine(const ShardSpec& shard, const GroupComms& comms) : shard_(shard), comms_(comms) {}
+
+  // Builds the plan for `tokens` appended to seq_id at start_position (one sequence).
+  void PlanExtend(int64_t seq_id, absl::Span<const int32_t> tokens, int64_t start_position)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Broadcasts plan_ (leader) and, for RUN, runs it; `logits` [vocab] receives the last row.
+  absl::Status LeaderStep(float* logits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The size then the bytes of a serialised plan, from the leader to every rank.
+  absl::Status BroadcastPlan(std::string* bytes);
+  absl::Status RunPlan(const StepPlan& plan, float* logits);
+  // Records the first failure; every later call returns it.
+  absl::Status Fail(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  StepPlanLimits limits() const;
+
+  const ShardSpec shard_;
+  const GroupComms comms_;
+  EngineOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Decoder> decoder_;
+  std::unique_ptr<KvCache> kv_cache_;
+
+  absl::Mutex mu_;
+  absl::Status broken_ ABSL_GUARDED_BY(mu_);
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  // Leader state.
+  std::unique_ptr<BlockAllocator> blocks_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Sampler> sampler_;
+  int64_t next_seq_id_ ABSL_GUARDED_BY(mu_) = 1;
+  StepPlan plan_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace shardserve
+
+#endif  // SHARDSERVE_WORKER_GROUP_ENGINE_H_
