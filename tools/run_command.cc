@@ -126,6 +126,7 @@ absl::Status Run() {
               << std::endl;
   } else {
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr,
                  "[%lld prompt tokens, %.1f tok/s prefill; %lld generated, %.1f tok/s decode; "
                  "load %.3f s; finish: %s]\n",
