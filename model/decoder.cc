@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,12 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Create(const WeightSource* wei
   }
   RETURN_IF_ERROR(CheckComm(comms.tp, shard.layout.tp_size, shard.tp_rank, "tensor-parallel"));
   RETURN_IF_ERROR(CheckComm(comms.pp, shard.layout.pp_size, shard.pp_rank, "pipeline"));
+  if (comms.moe_combine == MoeCombine::kAllToAll && shard.layout.tp_size > 1 &&
+      shard.layout.ep_size != shard.layout.tp_size) {
+    return absl::InvalidArgumentError(absl::StrCat("all-to-all MoE needs ep_size == tp_size, got ",
+                                                   shard.layout.ep_size, " and ",
+                                                   shard.layout.tp_size));
+  }
   std::unique_ptr<Decoder> d(new Decoder(c, shard, comms));
   ASSIGN_OR_RETURN(d->weights_, ShardWeights::Bind(*weights, shard));
   if (c.is_moe()) d->moe_ = std::make_unique<MoeBlock>(c);
@@ -200,9 +207,104 @@ absl::Status Decoder::Moe(const OpContext& ctx, const LayerWeights& w, int64_t n
   const int64_t h = config_.hidden_size;
   const TensorView x = F32(normed_.data(), n, h);
   if (shard_.layout.tp_size == 1) return moe_->Forward(ctx, w, x, F32(hidden_.data(), n, h));
+  if (comms_.moe_combine == MoeCombine::kAllToAll) return MoeAllToAll(ctx, w, n);
   std::fill_n(proj_.data(), n * h, 0.0f);
   RETURN_IF_ERROR(moe_->Forward(ctx, w, x, F32(proj_.data(), n, h)));
   return ReduceIntoResidual(ctx, n);
+}
+
+absl::Status Decoder::MoeAllToAll(const OpContext& ctx, const LayerWeights& w, int64_t n) {
+  const ModelConfig& c = config_;
+  const int64_t h = c.hidden_size;
+  const int64_t k = c.num_experts_per_tok;
+  const int tp = shard_.layout.tp_size;
+  const int me = shard_.tp_rank;
+  const IndexRange mine = EvenSplit(n, tp, me);
+  const int64_t per_rank = EvenSplit(n, tp, 0).size();
+  a2a_ids_.resize(per_rank * k);
+  a2a_weights_.resize(per_rank * k);
+  if (mine.size() > 0) {
+    RETURN_IF_ERROR(moe_->Route(ctx, w, F32(normed_.data() + mine.begin * h, mine.size(), h),
+                                a2a_ids_.data(), a2a_weights_.data()));
+  }
+  // Rank r holds experts EvenSplit(num_experts, tp, r) (ep_size == tp_size).
+  auto owner = [&](int32_t e) {
+    int r = 0;
+    while (e >= EvenSplit(c.num_experts, tp, r).end) ++r;
+    return r;
+  };
+  std::vector<int32_t> sent(tp, 0);
+  for (int64_t p = 0; p < mine.size() * k; ++p) ++sent[owner(a2a_ids_[p])];
+  a2a_counts_.resize(tp * tp);
+  RETURN_IF_ERROR(comms_.tp->AllGather(TensorView::Cpu(sent.data(), DType::kI32, {1, tp}),
+                                       TensorView::Cpu(a2a_counts_.data(), DType::kI32, {tp, tp})));
+  // NOTES: AllToAll needs equal blocks, so every pair of ranks uses the largest count.
+  const int64_t cap =
+      std::max<int64_t>(1, *std::max_element(a2a_counts_.begin(), a2a_counts_.end()));
+  const int64_t width = h + 1;
+  a2a_send_.assign(tp * cap * width, 0.0f);
+  a2a_pair_token_.resize(tp * cap);
+  a2a_pair_weight_.resize(tp * cap);
+  std::fill(sent.begin(), sent.end(), 0);
+  for (int64_t t = 0; t < mine.size(); ++t) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = a2a_ids_[t * k + j];
+      const int r = owner(e);
+      const int64_t p = r * cap + sent[r]++;
+      float* row = a2a_send_.data() + p * width;
+      std::copy_n(normed_.data() + (mine.begin + t) * h, h, row);
+      std::memcpy(row + h, &e, sizeof(e));
+      a2a_pair_token_[p] = static_cast<int32_t>(t);
+      a2a_pair_weight_[p] = a2a_weights_[t * k + j];
+    }
+  }
+  a2a_recv_.resize(tp * cap * width);
+  RETURN_IF_ERROR(comms_.tp->AllToAll(F32(a2a_send_.data(), tp * cap, width),
+                                      F32(a2a_recv_.data(), tp * cap, width)));
+  // Run this rank's experts over the pairs it received, one row per pair, unweighted.
+  a2a_recv_ids_.assign(tp * cap, -1);
+  a2a_ones_.assign(tp * cap, 1.0f);
+  for (int src = 0; src < tp; ++src) {
+    for (int64_t i = 0; i < a2a_counts_[src * tp + me]; ++i) {
+      const int64_t p = src * cap + i;
+      std::memcpy(&a2a_recv_ids_[p], a2a_recv_.data() + p * width + h, sizeof(int32_t));
+    }
+  }
+  TensorView received = F32(a2a_recv_.data(), tp * cap, h);
+  received.row_stride_bytes = width * static_cast<int64_t>(sizeof(float));
+  a2a_expert_out_.assign(tp * cap * h, 0.0f);
+  a2a_returned_.resize(tp * cap * h);
+  RETURN_IF_ERROR(moe_->ForwardExperts(ctx, w, received, a2a_recv_ids_.data(), a2a_ones_.data(), 1,
+                                       F32(a2a_expert_out_.data(), tp * cap, h)));
+  RETURN_IF_ERROR(comms_.tp->AllToAll(F32(a2a_expert_out_.data(), tp * cap, h),
+                                      F32(a2a_returned_.data(), tp * cap, h)));
+  // Weighted sum of this slice's pairs, then every slice to every rank.
+  a2a_slice_out_.assign(per_rank * h, 0.0f);
+  for (int dst = 0; dst < tp; ++dst) {
+    for (int64_t i = 0; i < a2a_counts_[me * tp + dst]; ++i) {
+      const int64_t p = dst * cap + i;
+      float* out = a2a_slice_out_.data() + a2a_pair_token_[p] * h;
+      const float* src = a2a_returned_.data() + p * h;
+      const float wgt = a2a_pair_weight_[p];
+      for (int64_t j = 0; j < h; ++j) out[j] += wgt * src[j];
+    }
+  }
+  a2a_gathered_.resize(tp * per_rank * h);
+  RETURN_IF_ERROR(comms_.tp->AllGather(F32(a2a_slice_out_.data(), per_rank, h),
+                                       F32(a2a_gathered_.data(), tp * per_rank, h)));
+  const TensorView proj = F32(proj_.data(), n, h);
+  std::fill_n(proj_.data(), n * h, 0.0f);
+  if (c.shared_expert_intermediate_size > 0) {
+    RETURN_IF_ERROR(moe_->ForwardShared(ctx, w, F32(normed_.data(), n, h), proj));
+    RETURN_IF_ERROR(comms_.tp->AllReduceSum(proj));
+  }
+  for (int r = 0; r < tp; ++r) {
+    const IndexRange slice = EvenSplit(n, tp, r);
+    const float* src = a2a_gathered_.data() + r * per_rank * h;
+    float* dst = proj_.data() + slice.begin * h;
+    for (int64_t j = 0; j < slice.size() * h; ++j) dst[j] += src[j];
+  }
+  return ops::Add(ctx, F32(hidden_.data(), n, h), proj);
 }
 
 absl::Status Decoder::ReduceIntoResidual(const OpContext& ctx, int64_t n) {

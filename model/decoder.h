@@ -17,7 +17,9 @@
 // columns; the partial outputs of o_proj and of the MLP are summed with one AllReduceSum each.
 // The MoE router is replicated; a rank runs its experts (whole under EP, column slices when
 // ep_size == 1) and its slice of the shared expert, and one AllReduceSum per layer combines
-// them. OLMoE's q/k norm spans all heads, so its sum of squares is all-reduced. The embedding
+// them (MoeCombine::kAllReduce, the default). MoeCombine::kAllToAll (EP == TP) moves tokens
+// to their experts instead of replicating the expert work's inputs: see MoeCombine. OLMoE's
+// q/k norm spans all heads, so its sum of squares is all-reduced. The embedding
 // and LM head are vocab-parallel: the embedding is all-reduced (rows outside a rank's slice
 // give zeros), the logits slices are all-gathered.
 //
@@ -50,12 +52,32 @@
 
 namespace shardserve {
 
+// How an expert-parallel MoE layer (ep_size == tp_size > 1) combines the ranks' experts. Both
+// give the same result up to the order of float sums.
+enum class MoeCombine {
+  // Every rank routes every token, runs its experts over the tokens routed to them and its TP
+  // slice of the shared expert, and one AllReduceSum [num_tokens, hidden] sums the ranks.
+  kAllReduce,
+  // Tokens are split into tp_size contiguous slices (EvenSplit); each rank routes its slice and
+  // sends every (token, choice) pair's row and expert id to the rank holding that expert: an
+  // AllGather of the [tp, tp] pair counts fixes one capacity (the largest count), so
+  // AllToAll's blocks are equal, padded to it. The owners run their experts over what they
+  // received and return the rows with a second AllToAll; each rank sums its tokens' rows with
+  // their router weights (kept at the sender), and an AllGather of the slices, padded to the
+  // largest, gives every rank all tokens' output. The shared expert (Qwen2-MoE) stays TP-sliced
+  // over all tokens and is summed with an AllReduceSum, as in kAllReduce. Requires
+  // ep_size == tp_size; ignored when tp_size == 1.
+  kAllToAll,
+};
+
 // The communicators of one rank; not owned, they must outlive the decoder.
 struct DecoderComms {
   // The tp_size ranks of this pipeline stage, rank == tp_rank. Required when tp_size > 1.
   Communicator* tp = nullptr;
   // The pp_size ranks that share this tp_rank, rank == pp_rank. Required when pp_size > 1.
   Communicator* pp = nullptr;
+  // The expert-parallel MoE mode; the same on every rank of a stage.
+  MoeCombine moe_combine = MoeCombine::kAllReduce;
 };
 
 class Decoder {
@@ -102,6 +124,8 @@ class Decoder {
   absl::Status ShardedFullQkNorm(const LayerWeights& w, int64_t num_tokens);
   absl::Status DenseMlp(const OpContext& ctx, const LayerWeights& w, int64_t num_tokens);
   absl::Status Moe(const OpContext& ctx, const LayerWeights& w, int64_t num_tokens);
+  // MoeCombine::kAllToAll's layer: hidden += MoE(normed) for every token.
+  absl::Status MoeAllToAll(const OpContext& ctx, const LayerWeights& w, int64_t num_tokens);
   // hidden += sum over TP ranks of proj (proj: this rank's partial [num_tokens, hidden]).
   absl::Status ReduceIntoResidual(const OpContext& ctx, int64_t num_tokens);
   // Final norm and LM head over the wanted rows; gathers the vocab slices into `logits`.
@@ -136,6 +160,21 @@ class Decoder {
   std::vector<float> logits_slice_;     // [num_outputs, vocab_per_rank] (padded, TP > 1)
   std::vector<float> logits_gathered_;  // [tp_size, num_outputs, vocab_per_rank]
   std::vector<float> logits_full_;      // [num_outputs, vocab] on a last stage that sends them
+  // MoeCombine::kAllToAll; a "pair" is one (token, choice) of this rank's token slice, `cap`
+  // the capacity per pair of ranks and `per_rank` the largest slice's token count.
+  std::vector<int32_t> a2a_ids_;         // [per_rank, k] expert of each pair
+  std::vector<float> a2a_weights_;       // [per_rank, k] router weight of each pair
+  std::vector<int32_t> a2a_counts_;      // [tp, tp] pairs rank i sends rank j, at i * tp + j
+  std::vector<int32_t> a2a_pair_token_;  // [tp, cap] token (in the slice) of each sent pair
+  std::vector<float> a2a_pair_weight_;   // [tp, cap] its router weight
+  std::vector<float> a2a_send_;          // [tp, cap, hidden + 1] rows, expert id in the last
+  std::vector<float> a2a_recv_;          // [tp, cap, hidden + 1] the pairs sent to this rank
+  std::vector<int32_t> a2a_recv_ids_;    // [tp * cap] their experts, -1 for padding
+  std::vector<float> a2a_ones_;          // [tp * cap] 1.0: the owner returns unweighted rows
+  std::vector<float> a2a_expert_out_;    // [tp, cap, hidden] expert outputs to return
+  std::vector<float> a2a_returned_;      // [tp, cap, hidden] this rank's pairs' outputs
+  std::vector<float> a2a_slice_out_;     // [per_rank, hidden] MoE output of this rank's slice
+  std::vector<float> a2a_gathered_;      // [tp, per_rank, hidden]
 };
 
 }  // namespace shardserve

@@ -30,30 +30,33 @@ absl::Status MoeBlock::RunExpert(const OpContext& ctx, const ExpertWeights& e, c
   return ops::MatMul(ctx, gate, e.down, out);
 }
 
-absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
-                               const TensorView& out) {
+absl::Status MoeBlock::Route(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
+                             int32_t* expert_ids, float* expert_weights) {
   const ModelConfig& c = config_;
   const int64_t n = x.dim(0);
-  const int64_t h = c.hidden_size;
   const int64_t num_experts = c.num_experts;
   const int64_t k = c.num_experts_per_tok;
   router_logits_.resize(n * num_experts);
-  expert_ids_.resize(n * k);
-  expert_weights_.resize(n * k);
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.router, F32(router_logits_.data(), n, num_experts)));
-  RETURN_IF_ERROR(ops::MoeTopK(ctx, F32(router_logits_.data(), n, num_experts), k, c.norm_topk_prob,
-                               TensorView::Cpu(expert_ids_.data(), DType::kI32, {n, k}),
-                               F32(expert_weights_.data(), n, k)));
-  float* res = out.ptr<float>();
-  for (int64_t e = 0; e < num_experts; ++e) {
+  return ops::MoeTopK(ctx, F32(router_logits_.data(), n, num_experts), k, c.norm_topk_prob,
+                      TensorView::Cpu(expert_ids, DType::kI32, {n, k}), F32(expert_weights, n, k));
+}
+
+absl::Status MoeBlock::ForwardExperts(const OpContext& ctx, const LayerWeights& w,
+                                      const TensorView& x, const int32_t* expert_ids,
+                                      const float* expert_weights, int64_t k,
+                                      const TensorView& out) {
+  const int64_t n = x.dim(0);
+  const int64_t h = config_.hidden_size;
+  for (int64_t e = 0; e < config_.num_experts; ++e) {
     if (w.experts[e].gate.data == nullptr) continue;  // another rank's expert
     rows_.clear();
     row_weights_.clear();
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t j = 0; j < k; ++j) {
-        if (expert_ids_[t * k + j] == e) {
+        if (expert_ids[t * k + j] == e) {
           rows_.push_back(static_cast<int32_t>(t));
-          row_weights_.push_back(expert_weights_[t * k + j]);
+          row_weights_.push_back(expert_weights[t * k + j]);
         }
       }
     }
@@ -67,24 +70,42 @@ absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, cons
     RETURN_IF_ERROR(
         RunExpert(ctx, w.experts[e], F32(gathered_.data(), m, h), F32(out_.data(), m, h)));
     for (int64_t i = 0; i < m; ++i) {
-      float* dst = res + rows_[i] * h;
+      float* dst = out.row<float>(rows_[i]);
       const float* src = out_.data() + i * h;
       const float wgt = row_weights_[i];
       for (int64_t j = 0; j < h; ++j) dst[j] += wgt * src[j];
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status MoeBlock::ForwardShared(const OpContext& ctx, const LayerWeights& w,
+                                     const TensorView& x, const TensorView& out) {
   if (w.shared_expert.gate.data == nullptr) return absl::OkStatus();
+  const int64_t n = x.dim(0);
+  const int64_t h = config_.hidden_size;
   out_.resize(n * h);
   shared_gate_.resize(n);
   RETURN_IF_ERROR(RunExpert(ctx, w.shared_expert, x, F32(out_.data(), n, h)));
   RETURN_IF_ERROR(ops::MatMul(ctx, x, w.shared_expert_gate, F32(shared_gate_.data(), n, 1)));
   for (int64_t t = 0; t < n; ++t) {
     const float g = 1.0f / (1.0f + std::exp(-shared_gate_[t]));
-    float* dst = res + t * h;
+    float* dst = out.row<float>(t);
     const float* src = out_.data() + t * h;
     for (int64_t j = 0; j < h; ++j) dst[j] += g * src[j];
   }
   return absl::OkStatus();
+}
+
+absl::Status MoeBlock::Forward(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
+                               const TensorView& out) {
+  const int64_t n = x.dim(0);
+  const int64_t k = config_.num_experts_per_tok;
+  expert_ids_.resize(n * k);
+  expert_weights_.resize(n * k);
+  RETURN_IF_ERROR(Route(ctx, w, x, expert_ids_.data(), expert_weights_.data()));
+  RETURN_IF_ERROR(ForwardExperts(ctx, w, x, expert_ids_.data(), expert_weights_.data(), k, out));
+  return ForwardShared(ctx, w, x, out);
 }
 
 }  // namespace shardserve

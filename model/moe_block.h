@@ -6,6 +6,8 @@
 // Sharded (model/shard_weights.h): the router is replicated; a rank runs the experts whose views
 // it holds (its expert-parallel share, or every expert's tensor-parallel column slice) and its
 // slice of the shared expert, so `out` receives a partial sum that the caller all-reduces.
+// Route, ForwardExperts and ForwardShared are Forward's three parts, for callers that move
+// tokens between routing and the experts (the decoder's all-to-all expert-parallel mode).
 //
 // Owns its scratch buffers, so Forward is not thread-safe.
 #ifndef SHARDSERVE_MODEL_MOE_BLOCK_H_
@@ -29,6 +31,22 @@ class MoeBlock {
   // non-empty views) and its slice of the shared expert. x, out: [num_tokens, hidden] F32.
   absl::Status Forward(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
                        const TensorView& out);
+
+  // The router's top-k of every token of x [num_tokens, hidden]: expert_ids, expert_weights
+  // [num_tokens, num_experts_per_tok].
+  absl::Status Route(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
+                     int32_t* expert_ids, float* expert_weights);
+
+  // out[t, :] += sum over j < k of expert_weights[t, j] * E(x[t, :]), E the expert
+  // expert_ids[t, j], over the experts `w` holds; other ids (another rank's, or -1 for padding)
+  // are skipped. x may be a strided view. expert_ids, expert_weights: [num_tokens, k].
+  absl::Status ForwardExperts(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
+                              const int32_t* expert_ids, const float* expert_weights, int64_t k,
+                              const TensorView& out);
+
+  // out += the gated shared expert (its slice that `w` holds) of x; nothing without one.
+  absl::Status ForwardShared(const OpContext& ctx, const LayerWeights& w, const TensorView& x,
+                             const TensorView& out);
 
  private:
   // out [rows, hidden] = the SwiGLU MLP of e (its inter width is e.gate.dim(0)) over x.

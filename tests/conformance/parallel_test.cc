@@ -39,7 +39,8 @@ class GroupRunner {
  public:
   static absl::StatusOr<std::unique_ptr<GroupRunner>> Create(const WeightSource* weights,
                                                              const ParallelLayout& layout,
-                                                             int64_t max_tokens) {
+                                                             int64_t max_tokens,
+                                                             MoeCombine combine) {
     std::unique_ptr<GroupRunner> g(new GroupRunner());
     const ModelConfig& c = weights->config();
     g->vocab_ = c.vocab_size;
@@ -57,6 +58,7 @@ class GroupRunner {
         Rank r;
         ASSIGN_OR_RETURN(r.shard, MakeShardSpec(c, layout, t, s));
         DecoderComms comms;
+        comms.moe_combine = combine;
         if (layout.tp_size > 1) comms.tp = g->tp_groups_[s][t].get();
         if (layout.pp_size > 1) comms.pp = g->pp_groups_[t][s].get();
         ASSIGN_OR_RETURN(r.decoder, Decoder::Create(weights, r.shard, comms));
@@ -179,8 +181,10 @@ struct Trace {
 
 // Prefills `prompt` (chunks of `chunk`), then decodes greedily for `steps` tokens.
 absl::StatusOr<Trace> RunGreedy(const WeightSource* weights, const ParallelLayout& layout,
-                                const std::vector<int32_t>& prompt, int64_t chunk, int steps) {
-  ASSIGN_OR_RETURN(auto group, GroupRunner::Create(weights, layout, prompt.size() + steps + 1));
+                                const std::vector<int32_t>& prompt, int64_t chunk, int steps,
+                                MoeCombine combine = MoeCombine::kAllReduce) {
+  ASSIGN_OR_RETURN(auto group,
+                   GroupRunner::Create(weights, layout, prompt.size() + steps + 1, combine));
   Trace t;
   ASSIGN_OR_RETURN(t.prefill_logits, group->Append(prompt, chunk));
   const int64_t vocab = weights->config().vocab_size;
@@ -211,6 +215,7 @@ struct TinyCase {
   std::string family;
   ParallelLayout layout;
   std::string model = ".";  // relative to the family directory: HF safetensors by default
+  MoeCombine combine = MoeCombine::kAllReduce;
 };
 
 class TinyParallelTest : public ::testing::TestWithParam<TinyCase> {};
@@ -226,11 +231,12 @@ TEST_P(TinyParallelTest, MatchesUnshardedDecoder) {
   ASSERT_TRUE(weights.ok()) << weights.status();
   auto ref = RunGreedy(weights->get(), ParallelLayout{}, prompt, 24, 32);
   ASSERT_TRUE(ref.ok()) << ref.status();
-  auto got = RunGreedy(weights->get(), tc.layout, prompt, 24, 32);
+  auto got = RunGreedy(weights->get(), tc.layout, prompt, 24, 32, tc.combine);
   ASSERT_TRUE(got.ok()) << got.status();
   const float diff = MaxAbsDiff(got->prefill_logits, ref->prefill_logits);
-  std::printf("%s/%s %s: prefill logits max|diff| %.3g\n", tc.family.c_str(), tc.model.c_str(),
-              LayoutName(tc.layout).c_str(), diff);
+  std::printf("%s/%s %s%s: prefill logits max|diff| %.3g\n", tc.family.c_str(), tc.model.c_str(),
+              LayoutName(tc.layout).c_str(),
+              tc.combine == MoeCombine::kAllToAll ? " all-to-all" : "", diff);
   EXPECT_LT(diff, kTinyLogitTolerance);
   EXPECT_EQ(got->tokens, ref->tokens);
 }
@@ -246,12 +252,18 @@ std::vector<TinyCase> TinyCases() {
     cases.push_back({family, {2, 2, 1}});
     if (moe) cases.push_back({family, {2, 1, 2}});
     if (moe) cases.push_back({family, {2, 2, 2}});
+    // All-to-all dispatch and combine; 24-token prefill chunks split 12 + 12, decode steps give
+    // one rank no tokens.
+    if (moe) cases.push_back({family, {2, 1, 2}, ".", MoeCombine::kAllToAll});
+    if (moe) cases.push_back({family, {2, 2, 2}, ".", MoeCombine::kAllToAll});
   }
   // The only tiny model with more than 2 KV heads (4): uneven expert and column splits.
   cases.push_back({"olmoe", {3, 1, 1}});
   cases.push_back({"olmoe", {3, 1, 3}});
   cases.push_back({"olmoe", {4, 1, 4}});
   cases.push_back({"olmoe", {3, 2, 3}});
+  cases.push_back({"olmoe", {4, 1, 4}, ".", MoeCombine::kAllToAll});
+  cases.push_back({"olmoe", {3, 1, 3}, ".", MoeCombine::kAllToAll});  // uneven slices, experts
   // GGUF files (llama.cpp's Q/K row order, interleaved RoPE) and BF16 weights (strided views
   // of 2-byte rows).
   cases.push_back({"llama", {2, 2, 1}, "model.gguf"});
@@ -267,6 +279,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, TinyParallelTest, ::testing::ValuesIn(TinyCase
                            std::string name =
                                info.param.family + "_" + LayoutName(info.param.layout);
                            if (info.param.model != ".") name += "_" + info.param.model;
+                           if (info.param.combine == MoeCombine::kAllToAll) name += "_a2a";
                            for (char& ch : name) {
                              if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            }
@@ -285,6 +298,19 @@ TEST(ParallelDecoderTest, RefusesMismatchedCommunicators) {
   EXPECT_EQ(Decoder::Create(weights->get(), *shard, {comms[0].get(), nullptr}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(Decoder::Create(weights->get(), *shard, {comms[1].get(), nullptr}).ok());
+}
+
+TEST(ParallelDecoderTest, AllToAllMoeNeedsExpertParallelism) {
+  auto weights = OpenWeightSource(RunfilePath("tests/fixtures/tiny/olmoe"));
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto shard = MakeShardSpec((*weights)->config(), {2, 1, 1}, 0, 0);
+  ASSERT_TRUE(shard.ok());
+  auto comms = LocalCommunicator::CreateGroup(2, absl::Seconds(1));
+  EXPECT_EQ(
+      Decoder::Create(weights->get(), *shard, {comms[0].get(), nullptr, MoeCombine::kAllToAll})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ParallelDecoderTest, MissingRankFailsInsteadOfHanging) {
@@ -398,7 +424,7 @@ TEST(SmolLm2ParallelTest, ResidentWeightBytesPerRank) {
   const int64_t replicated = (2 * c.num_layers + 1) * c.hidden_size * 4;
   int64_t whole = 0;
   for (int tp : {1, 2, 3}) {
-    auto group = GroupRunner::Create(weights->get(), {tp, 1, 1}, 16);
+    auto group = GroupRunner::Create(weights->get(), {tp, 1, 1}, 16, MoeCombine::kAllReduce);
     ASSERT_TRUE(group.ok()) << group.status();
     const std::vector<int64_t> bytes = (*group)->ResidentWeightBytes();
     if (tp == 1) whole = bytes[0];
