@@ -43,6 +43,9 @@ ABSL_FLAG(int32_t, decode_groups, -1, "decode engine groups");
 ABSL_FLAG(int32_t, tp, 1, "tensor-parallel ranks per stage, every pool");
 ABSL_FLAG(int32_t, pp, 1, "pipeline stages, every pool");
 ABSL_FLAG(int32_t, ep, 1, "expert-parallel ranks (1 or tp), every pool");
+ABSL_FLAG(std::string, moe_combine, "allreduce",
+          "how expert-parallel MoE layers combine experts: allreduce, or alltoall (dispatch and "
+          "combine with all-to-all; needs ep == tp > 1), every pool");
 ABSL_FLAG(int32_t, prefill_tp, 0, "prefill pool's tp (0: --tp)");
 ABSL_FLAG(int32_t, decode_tp, 0, "decode pool's tp (0: --tp)");
 ABSL_FLAG(int32_t, prefill_pp, 0, "prefill pool's pp (0: --pp)");
@@ -78,6 +81,10 @@ ClusterLayout LayoutFromFlags() {
   layout.decode.layout = ParallelLayout{OrDefault(absl::GetFlag(FLAGS_decode_tp), tp),
                                         OrDefault(absl::GetFlag(FLAGS_decode_pp), pp),
                                         OrDefault(absl::GetFlag(FLAGS_decode_ep), ep)};
+  const bool all_to_all = absl::GetFlag(FLAGS_moe_combine) == "alltoall";
+  layout.both.layout.moe_all_to_all = all_to_all;
+  layout.prefill.layout.moe_all_to_all = all_to_all;
+  layout.decode.layout.moe_all_to_all = all_to_all;
   return layout;
 }
 
@@ -107,6 +114,13 @@ int Serve() {
   if (!fingerprint.ok()) {
     std::fprintf(stderr, "shardserve-coordinator: %s\n", fingerprint.status().ToString().c_str());
     return 1;
+  }
+  const std::string moe_combine = absl::GetFlag(FLAGS_moe_combine);
+  if (moe_combine != "allreduce" && moe_combine != "alltoall") {
+    std::fprintf(stderr,
+                 "shardserve-coordinator: --moe_combine must be allreduce or alltoall, got %s\n",
+                 moe_combine.c_str());
+    return 2;
   }
   absl::StatusOr<PlacementPlanner> planner =
       PlacementPlanner::Create((*weights)->config(), LayoutFromFlags());

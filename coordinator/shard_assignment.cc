@@ -21,6 +21,7 @@ v1::ParallelLayout LayoutToProto(const ParallelLayout& layout) {
   out.set_tp_size(layout.tp_size);
   out.set_pp_size(layout.pp_size);
   out.set_ep_size(layout.ep_size);
+  out.set_moe_all_to_all(layout.moe_all_to_all);
   return out;
 }
 
@@ -29,6 +30,7 @@ ParallelLayout LayoutFromProto(const v1::ParallelLayout& layout) {
   out.tp_size = layout.tp_size();
   out.pp_size = layout.pp_size();
   out.ep_size = layout.ep_size();
+  out.moe_all_to_all = layout.moe_all_to_all();
   return out;
 }
 

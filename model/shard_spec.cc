@@ -32,6 +32,11 @@ absl::Status ValidateLayout(const ModelConfig &config, const ParallelLayout &lay
     return absl::InvalidArgumentError(absl::StrCat("parallel sizes must be positive, got tp_size ",
                                                    tp, ", pp_size ", pp, ", ep_size ", ep));
   }
+  if (layout.moe_all_to_all && (ep != tp || tp < 2)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("all-to-all expert dispatch needs ep_size == tp_size > 1, got tp_size ", tp,
+                     ", ep_size ", ep));
+  }
   if (config.num_kv_heads <= 0 || config.num_heads % config.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_heads ", config.num_heads,
                                                    " is not a multiple of num_kv_heads ",

@@ -32,6 +32,9 @@ struct ParallelLayout {
   int tp_size = 1;  // tensor-parallel ranks per stage
   int pp_size = 1;  // pipeline stages
   int ep_size = 1;  // ranks experts are spread over: 1, or tp_size (experts over the TP ranks)
+  // Expert-parallel MoE layers use all-to-all dispatch/combine instead of an all-reduce
+  // (MoeCombine in model/decoder.h). REQUIRES: ep_size == tp_size > 1 when set.
+  bool moe_all_to_all = false;
 };
 
 struct ShardSpec {

@@ -303,6 +303,8 @@ absl::Status WorkerProcess::JoinGroup(const v1::GetAssignmentReply& reply) {
   comms.control = control_.get();
   comms.decoder.tp = tp_.get();
   comms.decoder.pp = pp_.get();
+  comms.decoder.moe_combine =
+      spec.layout.moe_all_to_all ? MoeCombine::kAllToAll : MoeCombine::kAllReduce;
   EngineOptions engine_options;
   engine_options.num_threads = options_.num_threads;
   engine_options.kv_cache_bytes = options_.kv_cache_bytes;

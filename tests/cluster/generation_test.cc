@@ -2,8 +2,8 @@
 // the leader's WorkerService.Generate called over gRPC, its greedy tokens compared with the
 // single-process Engine's (run in this test process on the same model file), for the tiny MoE
 // checkpoints and SmolLM2 (SHARDSERVE_TEST_GGUF) under every layout: 1 worker, TP=2, TP=3,
-// TP=2 x EP=2 (MoE), PP=2 and TP=2 x PP=2. Also: a follower killed or hung mid-stream ends the
-// stream with an error within a bounded time.
+// TP=2 x EP=2 (MoE; also with all-to-all expert dispatch), PP=2 and TP=2 x PP=2. Also: a follower
+// killed or hung mid-stream ends the stream with an error within a bounded time.
 //
 // Processes start on free ports (port 0, the coordinator prints its port, workers register
 // theirs), readiness is awaited by polling GetPlan with a deadline, and every child is ended by
@@ -294,6 +294,10 @@ INSTANTIATE_TEST_SUITE_P(
                       LayoutCase{"qwen2moe_tp2", TestModel::kQwen2Moe, {"--tp=2"}, 2},
                       LayoutCase{"olmoe_tp3", TestModel::kOlmoe, {"--tp=3"}, 3},
                       LayoutCase{"qwen2moe_tp2_ep2", TestModel::kQwen2Moe, {"--tp=2", "--ep=2"}, 2},
+                      LayoutCase{"qwen2moe_tp2_ep2_alltoall",
+                                 TestModel::kQwen2Moe,
+                                 {"--tp=2", "--ep=2", "--moe_combine=alltoall"},
+                                 2},
                       LayoutCase{"qwen2moe_pp2", TestModel::kQwen2Moe, {"--pp=2"}, 2},
                       LayoutCase{"qwen2moe_tp2_pp2", TestModel::kQwen2Moe, {"--tp=2", "--pp=2"}, 4},
                       LayoutCase{"smollm2_one_worker", TestModel::kSmolLM2, {}, 1},
