@@ -1,19 +1,11 @@
 #include "worker/engine.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
 namespace shardserve {
-namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 absl::Status CheckGenerateRequest(const ModelConfig& c, int64_t context,
                                   absl::Span<const int32_t> prompt, const SamplingParams& params) {
@@ -81,36 +73,9 @@ int64_t Engine::max_context_tokens() const {
 
 absl::Status Engine::Extend(int64_t seq_id, absl::Span<const int32_t> tokens,
                             int64_t start_position, float* logits) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t block_size = kv_cache_->shape().block_size;
-  const std::vector<int32_t>& table = blocks_->BlockTable(seq_id);
-  const int64_t kv_len = start_position + n;
-  if (static_cast<int64_t>(table.size()) * block_size < kv_len) {
-    return absl::InternalError("sequence's KV blocks do not cover the tokens being run");
-  }
-  positions_.resize(n);
-  slots_.resize(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t pos = start_position + i;
-    positions_[i] = static_cast<int32_t>(pos);
-    slots_[i] = static_cast<int64_t>(table[pos / block_size]) * block_size + pos % block_size;
-  }
-  const int64_t num_blocks = (kv_len + block_size - 1) / block_size;
-  qo_indptr_ = {0, static_cast<int32_t>(n)};
-  kv_indptr_ = {0, static_cast<int32_t>(num_blocks)};
-  kv_indices_.assign(table.begin(), table.begin() + num_blocks);
-  kv_lens_ = {static_cast<int32_t>(kv_len)};
-  logits_rows_ = {static_cast<int32_t>(n - 1)};
-  ForwardBatch batch;
-  batch.token_ids = tokens;
-  batch.positions = positions_;
-  batch.slot_mapping = slots_;
-  batch.attention.qo_indptr = qo_indptr_;
-  batch.attention.kv_indptr = kv_indptr_;
-  batch.attention.kv_indices = kv_indices_;
-  batch.attention.kv_lens = kv_lens_;
-  batch.logits_rows = logits_rows_;
-  return decoder_->Forward(OpContext::Cpu(pool_.get()), batch, kv_cache_->layers(), logits);
+  PlanSequenceStep(*blocks_, seq_id, tokens, start_position, &step_);
+  return decoder_->Forward(OpContext::Cpu(pool_.get()), step_.AsForwardBatch(), kv_cache_->layers(),
+                           logits);
 }
 
 absl::StatusOr<GenerationResult> Engine::Generate(
@@ -118,50 +83,10 @@ absl::StatusOr<GenerationResult> Engine::Generate(
     const std::function<bool(int32_t token)>& on_token) {
   const ModelConfig& c = decoder_->config();
   RETURN_IF_ERROR(CheckGenerateRequest(c, max_context_tokens(), prompt, params));
-  const int64_t prompt_len = static_cast<int64_t>(prompt.size());
-
-  const int64_t seq_id = next_seq_id_++;
-  ASSIGN_OR_RETURN(const int num_cached, blocks_->Allocate(seq_id, prompt));
-  struct FreeOnExit {
-    BlockAllocator* blocks;
-    int64_t seq_id;
-    ~FreeOnExit() { blocks->Free(seq_id); }
-  } free_on_exit{blocks_.get(), seq_id};
-
-  GenerationResult result;
-  result.prompt_tokens = prompt_len;
-  std::vector<float> logits(c.vocab_size);
-  SequenceHistory history(prompt);
-  Rng rng = Sampler::MakeRng(params);
-
-  const double t0 = Now();
-  const int64_t chunk = options_.max_num_batched_tokens;
-  for (int64_t start = num_cached; start < prompt_len; start += chunk) {
-    const int64_t n = std::min(chunk, prompt_len - start);
-    RETURN_IF_ERROR(Extend(seq_id, prompt.subspan(start, n), start, logits.data()));
-    blocks_->MarkComputed(seq_id, static_cast<int>(start + n));
-  }
-  result.cached_tokens = num_cached;
-  double t_first = 0;
-  int64_t position = prompt_len;
-  while (true) {
-    SampleResult s = sampler_->Sample(absl::MakeSpan(logits), params, history, rng);
-    if (result.token_ids.empty()) t_first = Now();
-    result.token_ids.push_back(s.token_id);
-    result.samples.push_back(std::move(s));
-    history.AppendOutput(result.token_ids.back());
-    const bool go_on = on_token(result.token_ids.back());
-    if (!go_on || static_cast<int64_t>(result.token_ids.size()) >= params.max_tokens) break;
-    RETURN_IF_ERROR(blocks_->AppendSlot(seq_id, result.token_ids.back()));
-    const int32_t last = result.token_ids.back();
-    RETURN_IF_ERROR(Extend(seq_id, absl::MakeConstSpan(&last, 1), position, logits.data()));
-    ++position;
-    blocks_->MarkComputed(seq_id, static_cast<int>(position));
-  }
-  const double t_end = Now();
-  result.prefill_seconds = t_first - t0;
-  result.decode_seconds = t_end - t_first;
-  return result;
+  auto extend = [this](int64_t seq_id, absl::Span<const int32_t> tokens, int64_t start,
+                       float* logits) { return Extend(seq_id, tokens, start, logits); };
+  return RunGeneration(*blocks_, *sampler_, next_seq_id_++, c.vocab_size,
+                       options_.max_num_batched_tokens, prompt, params, extend, on_token);
 }
 
 }  // namespace shardserve

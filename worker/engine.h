@@ -21,9 +21,11 @@
 #include "model/decoder.h"
 #include "model/weight_source.h"
 #include "worker/block_allocator.h"
+#include "worker/generation_loop.h"
 #include "worker/kv_cache.h"
 #include "worker/sampler.h"
 #include "worker/sampling_params.h"
+#include "worker/step_plan.h"
 
 namespace shardserve {
 
@@ -34,15 +36,6 @@ struct EngineOptions {
   int64_t kv_cache_bytes = 0;
   int64_t block_size = 16;               // tokens per KV block
   int64_t max_num_batched_tokens = 512;  // prefill chunk size (tokens per step)
-};
-
-struct GenerationResult {
-  std::vector<int32_t> token_ids;     // generated tokens
-  std::vector<SampleResult> samples;  // per token (logprobs when requested)
-  int64_t prompt_tokens = 0;
-  int64_t cached_tokens = 0;   // prompt tokens whose KV came from the prefix cache
-  double prefill_seconds = 0;  // prompt processing until the first token is sampled
-  double decode_seconds = 0;   // the remaining tokens
 };
 
 // The checks Generate applies before touching the KV cache, shared by every engine that
@@ -89,10 +82,7 @@ class Engine {
   std::unique_ptr<Sampler> sampler_;
   int64_t next_seq_id_ = 1;
 
-  // Per-step metadata buffers.
-  std::vector<int32_t> positions_;
-  std::vector<int64_t> slots_;
-  std::vector<int32_t> qo_indptr_, kv_indptr_, kv_indices_, kv_lens_, logits_rows_;
+  StepPlan step_;  // the current step's batch metadata, reused across steps
 };
 
 }  // namespace shardserve

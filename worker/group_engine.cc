@@ -1,17 +1,12 @@
 #include "worker/group_engine.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
 namespace shardserve {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Bounds a plan's size header before anything is allocated for it: a plan carries a few
 // integers per token and per block.
@@ -104,31 +99,6 @@ absl::Status GroupEngine::RunPlan(const StepPlan& plan, float* logits) {
                            logits);
 }
 
-void GroupEngine::PlanExtend(int64_t seq_id, absl::Span<const int32_t> tokens,
-                             int64_t start_position) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t block_size = kv_cache_->shape().block_size;
-  const std::vector<int32_t>& table = blocks_->BlockTable(seq_id);
-  const int64_t kv_len = start_position + n;
-  const int64_t num_blocks = (kv_len + block_size - 1) / block_size;
-  StepPlan& p = plan_;
-  p.command = StepPlan::Command::kRun;
-  p.token_ids.assign(tokens.begin(), tokens.end());
-  p.positions.resize(n);
-  p.slot_mapping.resize(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t pos = start_position + i;
-    p.positions[i] = static_cast<int32_t>(pos);
-    p.slot_mapping[i] =
-        static_cast<int64_t>(table[pos / block_size]) * block_size + pos % block_size;
-  }
-  p.qo_indptr = {0, static_cast<int32_t>(n)};
-  p.kv_indptr = {0, static_cast<int32_t>(num_blocks)};
-  p.kv_indices.assign(table.begin(), table.begin() + num_blocks);
-  p.kv_lens = {static_cast<int32_t>(kv_len)};
-  p.logits_rows = {static_cast<int32_t>(n - 1)};
-}
-
 absl::Status GroupEngine::LeaderStep(float* logits) {
   if (!broken_.ok()) return broken_;
   if (stopped_) return absl::FailedPreconditionError("the group engine was stopped");
@@ -192,55 +162,18 @@ absl::StatusOr<GenerationResult> GroupEngine::Generate(
   if (!is_leader()) return absl::FailedPreconditionError("Generate is for the group leader");
   const ModelConfig& c = config();
   RETURN_IF_ERROR(CheckGenerateRequest(c, max_context_tokens(), prompt, params));
-  const int64_t prompt_len = static_cast<int64_t>(prompt.size());
 
   absl::MutexLock lock(&mu_);
   if (!broken_.ok()) return broken_;
   if (stopped_) return absl::FailedPreconditionError("the group engine was stopped");
-  const int64_t seq_id = next_seq_id_++;
-  ASSIGN_OR_RETURN(const int num_cached, blocks_->Allocate(seq_id, prompt));
-  struct FreeOnExit {
-    BlockAllocator* blocks;
-    int64_t seq_id;
-    ~FreeOnExit() { blocks->Free(seq_id); }
-  } free_on_exit{blocks_.get(), seq_id};
-
-  GenerationResult result;
-  result.prompt_tokens = prompt_len;
-  std::vector<float> logits(c.vocab_size);
-  SequenceHistory history(prompt);
-  Rng rng = Sampler::MakeRng(params);
-
-  const double t0 = Now();
-  const int64_t chunk = options_.max_num_batched_tokens;
-  for (int64_t start = num_cached; start < prompt_len; start += chunk) {
-    const int64_t n = std::min(chunk, prompt_len - start);
-    PlanExtend(seq_id, prompt.subspan(start, n), start);
-    RETURN_IF_ERROR(LeaderStep(logits.data()));
-    blocks_->MarkComputed(seq_id, static_cast<int>(start + n));
-  }
-  result.cached_tokens = num_cached;
-  double t_first = 0;
-  int64_t position = prompt_len;
-  while (true) {
-    SampleResult s = sampler_->Sample(absl::MakeSpan(logits), params, history, rng);
-    if (result.token_ids.empty()) t_first = Now();
-    result.token_ids.push_back(s.token_id);
-    result.samples.push_back(std::move(s));
-    history.AppendOutput(result.token_ids.back());
-    const bool go_on = on_token(result.token_ids.back());
-    if (!go_on || static_cast<int64_t>(result.token_ids.size()) >= params.max_tokens) break;
-    RETURN_IF_ERROR(blocks_->AppendSlot(seq_id, result.token_ids.back()));
-    const int32_t last = result.token_ids.back();
-    PlanExtend(seq_id, absl::MakeConstSpan(&last, 1), position);
-    RETURN_IF_ERROR(LeaderStep(logits.data()));
-    ++position;
-    blocks_->MarkComputed(seq_id, static_cast<int>(position));
-  }
-  const double t_end = Now();
-  result.prefill_seconds = t_first - t0;
-  result.decode_seconds = t_end - t_first;
-  return result;
+  // Runs under mu_ (held for the whole request), which plan_ and LeaderStep need.
+  auto extend = [this](int64_t seq_id, absl::Span<const int32_t> tokens, int64_t start,
+                       float* logits) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    PlanSequenceStep(*blocks_, seq_id, tokens, start, &plan_);
+    return LeaderStep(logits);
+  };
+  return RunGeneration(*blocks_, *sampler_, next_seq_id_++, c.vocab_size,
+                       options_.max_num_batched_tokens, prompt, params, extend, on_token);
 }
 
 }  // namespace shardserve

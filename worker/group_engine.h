@@ -104,9 +104,6 @@ class GroupEngine {
  private:
   GroupEngine(const ShardSpec& shard, const GroupComms& comms) : shard_(shard), comms_(comms) {}
 
-  // Builds the plan for `tokens` appended to seq_id at start_position (one sequence).
-  void PlanExtend(int64_t seq_id, absl::Span<const int32_t> tokens, int64_t start_position)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Broadcasts plan_ (leader) and, for RUN, runs it; `logits` [vocab] receives the last row.
   absl::Status LeaderStep(float* logits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The size then the bytes of a serialised plan, from the leader to every rank.

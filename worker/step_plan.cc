@@ -185,3 +185,28 @@ absl::Status ValidateStepPlan(const StepPlan& plan, const StepPlanLimits& limits
 }
 
 }  // namespace shardserve
+
+namespace shardserve {
+
+void PlanSequenceStep(const BlockAllocator& blocks, int64_t seq_id,
+                      absl::Span<const int32_t> tokens, int64_t start_position, StepPlan* plan) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t block_size = blocks.block_size();
+  const std::vector<int32_t>& table = blocks.BlockTable(seq_id);
+  const int64_t kv_len = start_position + n;
+  const int64_t num_blocks = (kv_len + block_size - 1) / block_size;
+  plan->command = StepPlan::Command::kRun;
+  plan->token_ids.assign(tokens.begin(), tokens.end());
+  plan->positions.resize(n);
+  for (int64_t i = 0; i < n; ++i) plan->positions[i] = static_cast<int32_t>(start_position + i);
+  plan->slot_mapping.clear();
+  blocks.AppendSlotMapping(seq_id, static_cast<int>(start_position), static_cast<int>(kv_len),
+                           &plan->slot_mapping);
+  plan->qo_indptr = {0, static_cast<int32_t>(n)};
+  plan->kv_indptr = {0, static_cast<int32_t>(num_blocks)};
+  plan->kv_indices.assign(table.begin(), table.begin() + num_blocks);
+  plan->kv_lens = {static_cast<int32_t>(kv_len)};
+  plan->logits_rows = {static_cast<int32_t>(n - 1)};
+}
+
+}  // namespace shardserve

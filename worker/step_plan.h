@@ -25,7 +25,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "model/forward_batch.h"
+#include "worker/block_allocator.h"
 
 namespace shardserve {
 
@@ -49,6 +51,12 @@ struct StepPlan {
   // Views into this plan's arrays; valid while the plan is alive and unchanged.
   ForwardBatch AsForwardBatch() const;
 };
+
+// Fills `plan` with a RUN step of one sequence: `tokens` appended to sequence `seq_id` at
+// `start_position`, its KV slots and blocks from `blocks`, the last token's logits wanted.
+// REQUIRES: the tokens are already appended to the sequence in `blocks`.
+void PlanSequenceStep(const BlockAllocator& blocks, int64_t seq_id,
+                      absl::Span<const int32_t> tokens, int64_t start_position, StepPlan* plan);
 
 // The KV cache a plan must stay within.
 struct StepPlanLimits {
