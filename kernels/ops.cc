@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/moe_router.h"
@@ -31,12 +32,6 @@ absl::Status RequireF32Packed(const TensorView& t, const char* op, const char* n
   }
   return absl::OkStatus();
 }
-
-#define OPS_RETURN_IF_ERROR(expr)              \
-  do {                                         \
-    absl::Status ops_status_ = (expr);         \
-    if (!ops_status_.ok()) return ops_status_; \
-  } while (0)
 
 cpu::PagedKvCache ToCpuCache(const KvLayerView& c) {
   cpu::PagedKvCache p;
@@ -97,8 +92,8 @@ const cpu::RopeTable& CachedRopeTable(const RopeParams& p, int head_dim) {
 
 absl::Status Embedding(const OpContext& ctx, const TensorView& table, absl::Span<const int32_t> ids,
                        const TensorView& out) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "Embedding"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(out, "Embedding", "out"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "Embedding"));
+  RETURN_IF_ERROR(RequireF32Packed(out, "Embedding", "out"));
   const int64_t hidden = table.cols();
   if (out.cols() != hidden || out.rows() != static_cast<int64_t>(ids.size()) ||
       !cpu::CanDequantize(table.dtype)) {
@@ -119,10 +114,10 @@ absl::Status Embedding(const OpContext& ctx, const TensorView& table, absl::Span
 
 absl::Status RmsNorm(const OpContext& ctx, const TensorView& x, const TensorView& weight, float eps,
                      const TensorView& out) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "RmsNorm"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(x, "RmsNorm", "x"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(out, "RmsNorm", "out"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(weight, "RmsNorm", "weight"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "RmsNorm"));
+  RETURN_IF_ERROR(RequireF32Packed(x, "RmsNorm", "x"));
+  RETURN_IF_ERROR(RequireF32Packed(out, "RmsNorm", "out"));
+  RETURN_IF_ERROR(RequireF32Packed(weight, "RmsNorm", "weight"));
   if (weight.numel() != x.cols() || out.numel() != x.numel()) {
     return absl::InvalidArgumentError(absl::StrCat("RmsNorm: x ", x.ShapeString(), " weight ",
                                                    weight.ShapeString(), " out ",
@@ -135,14 +130,14 @@ absl::Status RmsNorm(const OpContext& ctx, const TensorView& x, const TensorView
 
 absl::Status MatMul(const OpContext& ctx, const TensorView& x, const TensorView& w,
                     const TensorView& y) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "MatMul"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "MatMul"));
   return cpu::MatMul(x, w, y, ctx.pool);
 }
 
 absl::Status AddBias(const OpContext& ctx, const TensorView& y, const TensorView& bias) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "AddBias"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(y, "AddBias", "y"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(bias, "AddBias", "bias"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "AddBias"));
+  RETURN_IF_ERROR(RequireF32Packed(y, "AddBias", "y"));
+  RETURN_IF_ERROR(RequireF32Packed(bias, "AddBias", "bias"));
   if (bias.numel() != y.cols()) {
     return absl::InvalidArgumentError(
         absl::StrCat("AddBias: y ", y.ShapeString(), " bias ", bias.ShapeString()));
@@ -152,9 +147,9 @@ absl::Status AddBias(const OpContext& ctx, const TensorView& y, const TensorView
 }
 
 absl::Status Add(const OpContext& ctx, const TensorView& y, const TensorView& x) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "Add"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(y, "Add", "y"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(x, "Add", "x"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "Add"));
+  RETURN_IF_ERROR(RequireF32Packed(y, "Add", "y"));
+  RETURN_IF_ERROR(RequireF32Packed(x, "Add", "x"));
   if (x.numel() != y.numel()) {
     return absl::InvalidArgumentError(
         absl::StrCat("Add: y ", y.ShapeString(), " x ", x.ShapeString()));
@@ -165,9 +160,9 @@ absl::Status Add(const OpContext& ctx, const TensorView& y, const TensorView& x)
 
 absl::Status Rope(const OpContext& ctx, const RopeParams& params,
                   absl::Span<const int32_t> positions, const TensorView& q, const TensorView& k) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "Rope"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(q, "Rope", "q"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(k, "Rope", "k"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "Rope"));
+  RETURN_IF_ERROR(RequireF32Packed(q, "Rope", "q"));
+  RETURN_IF_ERROR(RequireF32Packed(k, "Rope", "k"));
   const int64_t n = static_cast<int64_t>(positions.size());
   if (q.ndim != 3 || k.ndim != 3 || q.dim(0) != n || k.dim(0) != n || q.dim(2) != k.dim(2) ||
       (params.rotary_dim > q.dim(2)) || q.dim(2) % 2 != 0) {
@@ -183,9 +178,9 @@ absl::Status Rope(const OpContext& ctx, const RopeParams& params,
 absl::Status WriteKv(const OpContext& ctx, const KvLayerView& cache,
                      absl::Span<const int64_t> slot_mapping, const TensorView& k,
                      const TensorView& v) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "WriteKv"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(k, "WriteKv", "k"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(v, "WriteKv", "v"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "WriteKv"));
+  RETURN_IF_ERROR(RequireF32Packed(k, "WriteKv", "k"));
+  RETURN_IF_ERROR(RequireF32Packed(v, "WriteKv", "v"));
   const int64_t n = static_cast<int64_t>(slot_mapping.size());
   const int64_t row = cache.num_kv_heads * cache.head_dim;
   if (k.numel() != n * row || v.numel() != n * row) {
@@ -206,9 +201,9 @@ absl::Status WriteKv(const OpContext& ctx, const KvLayerView& cache,
 absl::Status PagedAttention(const OpContext& ctx, const KvLayerView& cache,
                             const AttentionBatch& batch, const TensorView& q, float scale,
                             const TensorView& out) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "PagedAttention"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(q, "PagedAttention", "q"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(out, "PagedAttention", "out"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "PagedAttention"));
+  RETURN_IF_ERROR(RequireF32Packed(q, "PagedAttention", "q"));
+  RETURN_IF_ERROR(RequireF32Packed(out, "PagedAttention", "out"));
   const int64_t num_seqs = batch.num_seqs();
   if (q.ndim != 3 || q.dim(2) != cache.head_dim || q.dim(1) % cache.num_kv_heads != 0 ||
       out.numel() != q.numel() || static_cast<int64_t>(batch.qo_indptr.size()) != num_seqs + 1 ||
@@ -246,10 +241,10 @@ absl::Status PagedAttention(const OpContext& ctx, const KvLayerView& cache,
 
 absl::Status SwiGlu(const OpContext& ctx, const TensorView& gate, const TensorView& up,
                     const TensorView& out) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "SwiGlu"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(gate, "SwiGlu", "gate"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(up, "SwiGlu", "up"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(out, "SwiGlu", "out"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "SwiGlu"));
+  RETURN_IF_ERROR(RequireF32Packed(gate, "SwiGlu", "gate"));
+  RETURN_IF_ERROR(RequireF32Packed(up, "SwiGlu", "up"));
+  RETURN_IF_ERROR(RequireF32Packed(out, "SwiGlu", "out"));
   if (gate.numel() != up.numel() || out.numel() != gate.numel()) {
     return absl::InvalidArgumentError(
         absl::StrCat("SwiGlu: gate ", gate.ShapeString(), " up ", up.ShapeString()));
@@ -261,9 +256,9 @@ absl::Status SwiGlu(const OpContext& ctx, const TensorView& gate, const TensorVi
 
 absl::Status MoeTopK(const OpContext& ctx, const TensorView& logits, int64_t k, bool renormalize,
                      const TensorView& expert_ids, const TensorView& weights) {
-  OPS_RETURN_IF_ERROR(RequireCpu(ctx, "MoeTopK"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(logits, "MoeTopK", "logits"));
-  OPS_RETURN_IF_ERROR(RequireF32Packed(weights, "MoeTopK", "weights"));
+  RETURN_IF_ERROR(RequireCpu(ctx, "MoeTopK"));
+  RETURN_IF_ERROR(RequireF32Packed(logits, "MoeTopK", "logits"));
+  RETURN_IF_ERROR(RequireF32Packed(weights, "MoeTopK", "weights"));
   const int64_t n = logits.rows();
   const int64_t e = logits.cols();
   if (k < 1 || k > e || expert_ids.dtype != DType::kI32 || expert_ids.numel() != n * k ||
