@@ -14,12 +14,18 @@ tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 model="$(tools/fetch_default_model.sh)"
 
 log="$(mktemp)"
-bazel test //... --test_env=SHARDSERVE_TEST_GGUF="$model" --test_output=errors "$@" 2>&1 | tee "$log"
+# Multi-process tests share 2 cores with each other; a test that fails and then passes on its
+# second attempt is reported FLAKY (and listed at the end), not hidden.
+bazel test //... --test_env=SHARDSERVE_TEST_GGUF="$model" --test_output=errors \
+  --flaky_test_attempts=2 "$@" 2>&1 | tee "$log"
 bazel_rc=${PIPESTATUS[0]}
 
-passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
-failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log")
-if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a build failure outside any test
+passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(PASSED|FLAKY)' "$log")
+failures=()
+mapfile -t failures < <(grep -E '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log" | awk '{print $1}')
+mapfile -t flaky < <(grep -E '^//[^ ]+ +(\(cached\) )?FLAKY' "$log" | awk '{print $1}')
+failed=${#failures[@]}
+if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; failures+=("bazel (build error)"); fi
 
 # Formatting: clang-format (Google style, 100 columns; .clang-format) on every C++ and CUDA file.
 mapfile -t sources < <(git ls-files '*.cc' '*.h' '*.cu')
@@ -30,6 +36,7 @@ else
   head -20 "$log.format"
   echo "clang-format: FAILED (run: clang-format -i \$(git ls-files '*.cc' '*.h' '*.cu'))" >&2
   failed=$((failed + 1))
+  failures+=("clang-format")
 fi
 rm -f "$log.format"
 
@@ -45,6 +52,7 @@ if [[ "${CUDA_BUILD:-auto}" != "0" && -x /usr/local/cuda/bin/nvcc ]]; then
   else
     echo "cuda build: FAILED" >&2
     failed=$((failed + 1))
+    failures+=("cuda build")
   fi
 fi
 
@@ -55,8 +63,11 @@ if [[ "$fuzz_seconds" != "0" && -x tests/fuzz/run_fuzzers.sh ]]; then
   else
     echo "fuzzing found a failure" >&2
     failed=$((failed + 1))
+    failures+=("fuzzing")
   fi
 fi
 rm -f "$log"
+if [[ ${#flaky[@]} -gt 0 ]]; then echo "flaky (passed on a second attempt): ${flaky[*]}"; fi
+if [[ $failed -gt 0 ]]; then echo "failed: ${failures[*]}"; fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

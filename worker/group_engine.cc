@@ -99,19 +99,29 @@ absl::Status GroupEngine::RunPlan(const StepPlan& plan, float* logits) {
                            logits);
 }
 
-absl::Status GroupEngine::LeaderStep(float* logits) {
+absl::Status GroupEngine::LeaderStep(const StepPlan& plan, float* logits) {
   if (!broken_.ok()) return broken_;
   if (stopped_) return absl::FailedPreconditionError("the group engine was stopped");
-  std::string bytes = SerializeStepPlan(plan_);
+  std::string bytes = SerializeStepPlan(plan);
   if (absl::Status s = BroadcastPlan(&bytes); !s.ok()) {
     return Fail(absl::Status(s.code(), absl::StrCat("broadcasting a step plan: ", s.message())));
   }
-  if (plan_.command == StepPlan::Command::kStop) stopped_ = true;
-  if (plan_.command != StepPlan::Command::kRun) return absl::OkStatus();
-  if (absl::Status s = RunPlan(plan_, logits); !s.ok()) {
+  if (plan.command == StepPlan::Command::kStop) stopped_ = true;
+  if (plan.command != StepPlan::Command::kRun) return absl::OkStatus();
+  if (absl::Status s = RunPlan(plan, logits); !s.ok()) {
     return Fail(absl::Status(s.code(), absl::StrCat("group step on rank 0: ", s.message())));
   }
   return absl::OkStatus();
+}
+
+absl::Status GroupEngine::RunStep(const StepPlan& plan, float* logits) {
+  if (!is_leader()) return absl::FailedPreconditionError("RunStep is for the group leader");
+  if (plan.command != StepPlan::Command::kRun) {
+    return absl::InvalidArgumentError("RunStep takes RUN plans; use Ping or Stop");
+  }
+  RETURN_IF_ERROR(ValidateStepPlan(plan, limits()));
+  absl::MutexLock lock(&mu_);
+  return LeaderStep(plan, logits);
 }
 
 absl::Status GroupEngine::Ping() {
@@ -119,7 +129,7 @@ absl::Status GroupEngine::Ping() {
   absl::MutexLock lock(&mu_);
   plan_ = StepPlan();
   plan_.command = StepPlan::Command::kPing;
-  return LeaderStep(nullptr);
+  return LeaderStep(plan_, nullptr);
 }
 
 absl::Status GroupEngine::Stop() {
@@ -128,7 +138,7 @@ absl::Status GroupEngine::Stop() {
   if (stopped_) return absl::OkStatus();
   plan_ = StepPlan();
   plan_.command = StepPlan::Command::kStop;
-  return LeaderStep(nullptr);
+  return LeaderStep(plan_, nullptr);
 }
 
 absl::Status GroupEngine::ServeFollower(const std::function<bool()>& should_stop) {
@@ -170,7 +180,7 @@ absl::StatusOr<GenerationResult> GroupEngine::Generate(
   auto extend = [this](int64_t seq_id, absl::Span<const int32_t> tokens, int64_t start,
                        float* logits) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     PlanSequenceStep(*blocks_, seq_id, tokens, start, &plan_);
-    return LeaderStep(logits);
+    return LeaderStep(plan_, logits);
   };
   return RunGeneration(*blocks_, *sampler_, next_seq_id_++, c.vocab_size,
                        options_.max_num_batched_tokens, prompt, params, extend, on_token);

@@ -89,6 +89,16 @@ class GroupEngine {
                                             const SamplingParams& params,
                                             const std::function<bool(int32_t token)>& on_token);
 
+  // Leader only. Broadcasts `plan` (a RUN step built by the caller's own scheduler and block
+  // allocator over this engine's num_kv_blocks() blocks) and runs it on every rank; `logits`
+  // receives [plan.logits_rows.size(), vocab_size]. INVALID_ARGUMENT for a plan outside the KV
+  // cache; a failed step breaks the engine as Generate's do. Do not mix with Generate: the two
+  // would hand out the same blocks.
+  absl::Status RunStep(const StepPlan& plan, float* logits);
+
+  // Blocks in every rank's KV cache (equal on all ranks).
+  int64_t num_kv_blocks() const { return kv_cache_->shape().num_blocks; }
+
   // Leader only. Broadcasts an empty step so idle followers' waits do not time out.
   absl::Status Ping();
 
@@ -104,8 +114,8 @@ class GroupEngine {
  private:
   GroupEngine(const ShardSpec& shard, const GroupComms& comms) : shard_(shard), comms_(comms) {}
 
-  // Broadcasts plan_ (leader) and, for RUN, runs it; `logits` [vocab] receives the last row.
-  absl::Status LeaderStep(float* logits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Broadcasts `plan` (leader) and, for RUN, runs it; `logits` receives the requested rows.
+  absl::Status LeaderStep(const StepPlan& plan, float* logits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The size then the bytes of a serialised plan, from the leader to every rank.
   absl::Status BroadcastPlan(std::string* bytes);
   absl::Status RunPlan(const StepPlan& plan, float* logits);

@@ -15,9 +15,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
 #include "worker/worker_process.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7000", "HOST:PORT of the coordinator");
@@ -36,6 +39,14 @@ ABSL_FLAG(int32_t, service_port, 0,
 ABSL_FLAG(int64_t, kv_cache_bytes, 0,
           "K and V bytes of the whole model replica, split over the group's ranks; 0 sizes the "
           "cache for the model's whole context window");
+
+ABSL_FLAG(int32_t, metrics_port, 0,
+          "port of this worker's Prometheus /metrics endpoint; 0 serves none");
+ABSL_FLAG(int32_t, max_num_seqs, 64, "leader: requests in the running batch at most");
+ABSL_FLAG(int32_t, max_num_batched_tokens, 512,
+          "leader: tokens per engine step (decode tokens plus prefill chunks)");
+ABSL_FLAG(int32_t, max_waiting, 256,
+          "leader: requests waiting at most; more are refused with RESOURCE_EXHAUSTED");
 
 namespace {
 
@@ -69,7 +80,8 @@ std::string HostName() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "shardserve-worker --coordinator=HOST:PORT --pool=prefill|decode|both --device=cpu|cuda:N "
-      "[--threads=N] [--model=PATH_OR_NAME] [--host=ADDRESS] [--service_port=N]");
+      "[--threads=N] [--model=PATH_OR_NAME] [--host=ADDRESS] [--service_port=N] "
+      "[--metrics_port=N]");
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -87,6 +99,23 @@ int main(int argc, char** argv) {
   options.group_timeout = absl::GetFlag(FLAGS_group_timeout);
   options.service_port = absl::GetFlag(FLAGS_service_port);
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  options.serving.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.serving.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  options.serving.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
+    try {  // prometheus-cpp reports a port it cannot bind by throwing
+      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat("0.0.0.0:", port));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "shardserve-worker: cannot serve metrics on port %d: %s\n", port,
+                   e.what());
+      return 2;
+    }
+    exposer->RegisterCollectable(registry);
+    options.metrics_registry = registry.get();
+  }
 
   // Block the stop signals before gRPC starts threads, so only the watcher below receives them.
   sigset_t stop_signals;

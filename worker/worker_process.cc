@@ -391,6 +391,7 @@ absl::Status WorkerProcess::Dead() {
 absl::Status WorkerProcess::Serve(const std::string& path, absl::Notification* stop) {
   ASSIGN_OR_RETURN(v1::GetAssignmentReply reply, AwaitAssignment(stop));
   const v1::ShardAssignment& a = reply.assignment();
+  group_id_ = a.group_id();
   LOG(INFO) << "assigned to group " << a.group_id() << " rank " << a.group_rank() << " (tp "
             << a.tp_rank() << ", pp " << a.pp_rank() << ") of plan epoch " << reply.plan_epoch();
   absl::StatusOr<int64_t> resident_bytes = LoadShard(path, a, &weights_);
@@ -409,21 +410,33 @@ absl::Status WorkerProcess::Serve(const std::string& path, absl::Notification* s
 }
 
 absl::Status WorkerProcess::ServeLeader(absl::Notification* stop) {
-  service_.SetEngine(engine_.get());
   // Idle followers wait in a broadcast bounded by group_timeout: ping well within it.
-  const absl::Duration ping_every =
+  ServingOptions serving_options = options_.serving;
+  serving_options.ping_interval =
       std::max(absl::Milliseconds(50), std::min(options_.group_timeout / 4, absl::Seconds(1)));
-  while (!stop->WaitForNotificationWithTimeout(ping_every)) {
-    RETURN_IF_ERROR(Dead());
-    if (absl::Status s = engine_->Ping(); !s.ok()) {
-      service_.SetEngine(nullptr, s.ToString());
-      return absl::Status(s.code(), absl::StrCat("the engine group failed: ", s.message()));
+  if (options_.metrics_registry != nullptr) {
+    const char* pool = options_.role == v1::POOL_ROLE_PREFILL  ? "prefill"
+                       : options_.role == v1::POOL_ROLE_DECODE ? "decode"
+                                                               : "both";
+    metrics_ = std::make_unique<EngineMetrics>(*options_.metrics_registry, pool, group_id_);
+    serving_options.metrics = metrics_.get();
+  }
+  ASSIGN_OR_RETURN(serving_, ServingEngine::Create(engine_.get(), serving_options));
+  service_.SetEngine(serving_.get());
+  absl::Status failure;
+  while (!stop->WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+    if (failure = Dead(); !failure.ok()) break;
+    if (absl::Status s = serving_->health(); !s.ok()) {
+      failure = absl::Status(s.code(), absl::StrCat("the engine group failed: ", s.message()));
+      break;
     }
   }
-  // Ends in-flight requests first (they stop at their next token once cancelled), so that Stop
-  // does not wait for a long generation.
-  service_.SetEngine(nullptr, "this worker is shutting down");
+  // Ends in-flight requests first (they end at the engine's next step), so that Stop does not
+  // wait for a long generation.
+  service_.SetEngine(nullptr, failure.ok() ? "this worker is shutting down" : failure.ToString());
+  serving_->Shutdown();
   ShutdownServer();
+  if (!failure.ok()) return failure;
   // Followers leave ServeFollower; a failure here only means one of them is gone already.
   if (absl::Status s = engine_->Stop(); !s.ok()) LOG(WARNING) << "stopping the group: " << s;
   return absl::OkStatus();

@@ -49,8 +49,11 @@
 #include "grpcpp/server.h"
 #include "kernels/communicator.h"
 #include "model/weight_source.h"
+#include "prometheus/registry.h"
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
+#include "worker/engine_metrics.h"
 #include "worker/group_engine.h"
+#include "worker/serving_engine.h"
 #include "worker/worker_service.h"
 
 namespace shardserve {
@@ -75,6 +78,11 @@ struct WorkerOptions {
   int service_port = 0;
   // K and V bytes of the whole replica (see GroupEngine); 0: the model's whole context.
   int64_t kv_cache_bytes = 0;
+  // The leader's continuous batching (scheduler limits, idle ping interval).
+  ServingOptions serving;
+  // Where a leader registers its engine metrics (labelled by pool and group); not owned, may be
+  // null, must outlive the process object.
+  prometheus::Registry* metrics_registry = nullptr;
 };
 
 class WorkerProcess {
@@ -123,7 +131,10 @@ class WorkerProcess {
   // pp_: the pp_size ranks with this tp_rank (pp_size > 1).
   std::unique_ptr<Communicator> tp_;
   std::unique_ptr<Communicator> pp_;
-  std::unique_ptr<GroupEngine> engine_;  // after JoinGroup; uses the communicators above
+  std::unique_ptr<GroupEngine> engine_;     // after JoinGroup; uses the communicators above
+  std::unique_ptr<EngineMetrics> metrics_;  // leader only, when a registry is given
+  std::unique_ptr<ServingEngine> serving_;  // leader only, while serving; uses engine_
+  int group_id_ = -1;                       // once assigned
   WorkerServiceImpl service_;
   std::unique_ptr<grpc::Server> server_;  // WorkerService; shut down before engine_ goes
   bool server_shut_down_ = false;

@@ -1,6 +1,5 @@
 #include "worker/worker_service.h"
 
-#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -16,64 +15,100 @@ grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+// How often a call waiting for its next token checks whether its client is still there.
+constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
+
 }  // namespace
 
-void WorkerServiceImpl::SetEngine(GroupEngine* engine, std::string reason) {
+void WorkerServiceImpl::SetEngine(ServingEngine* engine, std::string reason) {
   absl::MutexLock lock(&mu_);
   engine_ = engine;
   not_serving_ = std::move(reason);
 }
 
+ServingEngine* WorkerServiceImpl::engine(grpc::Status* status) {
+  absl::MutexLock lock(&mu_);
+  if (engine_ == nullptr) *status = ToGrpc(absl::FailedPreconditionError(not_serving_));
+  return engine_;
+}
+
 SamplingParams WorkerServiceImpl::ToSamplingParams(const v1::GenerateOnGroupRequest& request) {
   SamplingParams p;
   p.max_tokens = request.max_tokens() == 0 ? 16 : request.max_tokens();
+  p.min_tokens = request.min_tokens();
   p.temperature = request.temperature();
   p.top_k = request.top_k();
   p.top_p = request.top_p() == 0 ? 1.0f : request.top_p();
+  p.min_p = request.min_p();
+  p.repetition_penalty = request.repetition_penalty() == 0 ? 1.0f : request.repetition_penalty();
+  p.presence_penalty = request.presence_penalty();
+  p.frequency_penalty = request.frequency_penalty();
   if (request.has_seed()) p.seed = request.seed();
   p.ignore_eos = request.ignore_eos();
   p.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
+  p.logprobs = request.has_logprobs() ? request.logprobs() : -1;
   return p;
 }
 
 grpc::Status WorkerServiceImpl::Generate(grpc::ServerContext* context,
                                          const v1::GenerateOnGroupRequest* request,
                                          grpc::ServerWriter<v1::GenerateOnGroupResponse>* writer) {
-  GroupEngine* engine;
-  {
-    absl::MutexLock lock(&mu_);
-    engine = engine_;
-    if (engine == nullptr) return ToGrpc(absl::FailedPreconditionError(not_serving_));
-  }
-  const SamplingParams params = ToSamplingParams(*request);
-  const std::vector<int32_t> prompt(request->prompt_token_ids().begin(),
-                                    request->prompt_token_ids().end());
-  const std::vector<int64_t>& eos = engine->config().eos_token_ids;
-  int32_t generated = 0;
-  bool client_gone = false;
-  auto on_token = [&](int32_t token) {
-    ++generated;
-    FinishReason finish = FinishReason::kNone;
-    const bool is_stop_id = std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(),
-                                      token) != params.stop_token_ids.end();
-    const bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
-    if (is_stop_id || (is_eos && !params.ignore_eos)) {
-      finish = FinishReason::kStop;
-    } else if (generated >= params.max_tokens) {
-      finish = FinishReason::kLength;
+  grpc::Status not_ready;
+  ServingEngine* serving = engine(&not_ready);
+  if (serving == nullptr) return not_ready;
+  absl::StatusOr<std::shared_ptr<ServingRequest>> submitted = serving->Submit(
+      std::vector<int32_t>(request->prompt_token_ids().begin(), request->prompt_token_ids().end()),
+      ToSamplingParams(*request), request->request_id());
+  if (!submitted.ok()) return ToGrpc(submitted.status());
+  ServingRequest& r = **submitted;
+  bool first = true;
+  TokenEvent event;
+  while (true) {
+    const ServingRequest::NextResult next = r.Next(&event, kPollInterval);
+    if (next == ServingRequest::kDone) break;
+    if (context->IsCancelled()) {
+      r.Cancel();
+      continue;  // drains until the engine has let go of the request
     }
+    if (next == ServingRequest::kTimeout) continue;
     v1::GenerateOnGroupResponse response;
-    response.set_token_id(token);
-    response.set_finish_reason(std::string(FinishReasonName(finish)));
-    if (context->IsCancelled() || !writer->Write(response)) {
-      client_gone = true;
-      return false;
+    response.set_token_id(event.token_id);
+    response.set_finish_reason(std::string(FinishReasonName(event.finish)));
+    response.set_logprob(event.logprob);
+    for (const TokenLogprob& t : event.top_logprobs) {
+      v1::WorkerTopLogprob* top = response.add_top_logprobs();
+      top->set_token_id(t.token_id);
+      top->set_logprob(t.logprob);
     }
-    return finish == FinishReason::kNone;
-  };
-  absl::StatusOr<GenerationResult> result = engine->Generate(prompt, params, on_token);
-  if (!result.ok()) return ToGrpc(result.status());
-  if (client_gone) return ToGrpc(absl::CancelledError("the client went away"));
+    if (first) {
+      response.set_prompt_tokens(event.prompt_tokens);
+      response.set_cached_tokens(event.cached_tokens);
+      first = false;
+    }
+    if (!writer->Write(response)) r.Cancel();
+  }
+  if (context->IsCancelled()) {
+    return ToGrpc(absl::CancelledError("the client went away or the deadline passed"));
+  }
+  return ToGrpc(r.status());
+}
+
+grpc::Status WorkerServiceImpl::GetLoad(grpc::ServerContext* context,
+                                        const v1::GetLoadRequest* request,
+                                        v1::GetLoadReply* reply) {
+  grpc::Status not_ready;
+  ServingEngine* serving = engine(&not_ready);
+  if (serving == nullptr) return not_ready;
+  const ServingLoad load = serving->Load();
+  reply->set_running_requests(load.running);
+  reply->set_waiting_requests(load.waiting);
+  reply->set_num_kv_blocks(load.num_kv_blocks);
+  reply->set_free_kv_blocks(load.free_kv_blocks);
+  reply->set_kv_usage(load.kv_usage);
+  reply->set_prefix_cache_queried_tokens(load.prefix_cache_queried_tokens);
+  reply->set_prefix_cache_hit_tokens(load.prefix_cache_hit_tokens);
+  reply->set_preemptions(load.preemptions);
+  reply->set_steps(load.steps);
   return grpc::Status::OK;
 }
 

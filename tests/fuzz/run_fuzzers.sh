@@ -49,11 +49,16 @@ run() {
   mkdir -p "$work/corpus-$name"
   cp "$root/tests/fuzz/corpus/$corpus/"* "$work/corpus-$name/"
   echo "== fuzzing $name for ${seconds}s"
+  # libFuzzer's progress lines go to a log; only its summary (or, on a crash, the report) is
+  # printed, so that the test summary stays readable.
   if ! "$work/$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 -artifact_prefix="$artifacts/$name-" "$work/corpus-$name"; then
+      -print_final_stats=1 -artifact_prefix="$artifacts/$name-" "$work/corpus-$name" \
+      >"$work/$name.log" 2>&1; then
+    tail -60 "$work/$name.log" >&2
     echo "!! $name crashed; inputs saved under $artifacts" >&2
     return 1
   fi
+  grep -E '^(Done|stat::number_of_executed_units)' "$work/$name.log" || true
 }
 
 tokenizer_srcs=(model/bpe_utf8.cc model/bpe_byte_level.cc model/bpe_model.cc
