@@ -1,19 +1,25 @@
-// shardserve-coordinator: hosts the cluster control plane (worker registry, placement plan,
-// readiness) and the rendezvous store on one gRPC port.
+// shardserve-coordinator: hosts the public API (InferenceService), the cluster control plane
+// (worker registry, placement plan, readiness) and the rendezvous store on one gRPC port, with the
+// gRPC health service and server reflection beside them.
 //
 //   shardserve-coordinator --port=7000 --model=smollm2 --groups=1 --tp=3
 //   shardserve-coordinator --port=0 --model=model.gguf --prefill_groups=1 --decode_groups=2
 //       --prefill_tp=2 --decode_tp=1   (one command line)
 //
-// The coordinator reads only the model's config (it never runs kernels), validates the layout at
-// start (exit 2 with the reason for a layout the model cannot take), prints
-// "listening on HOST:PORT" once serving, and runs until SIGINT or SIGTERM.
+// The coordinator reads only the model's config, tokenizer and chat template (it never loads
+// weights or runs kernels), validates the layout at start (exit 2 with the reason for a layout
+// the model cannot take), prints "listening on HOST:PORT" once serving, and runs until SIGINT or
+// SIGTERM. Health ("" and "shardserve.v1.InferenceService") is SERVING only while an engine
+// group that runs requests is ready. With --metrics_port, request metrics are served at
+// http://HOST:PORT/metrics.
 #include <signal.h>
 
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -24,15 +30,24 @@
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "coordinator/cluster_service.h"
+#include "coordinator/health_reporter.h"
+#include "coordinator/inference_service.h"
+#include "coordinator/model_frontend.h"
 #include "coordinator/placement_planner.h"
 #include "coordinator/rendezvous_store.h"
+#include "coordinator/request_metrics.h"
+#include "coordinator/request_router.h"
 #include "coordinator/store_service.h"
 #include "coordinator/worker_registry.h"
 #include "glog/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "model/model_fingerprint.h"
 #include "model/model_resolver.h"
 #include "model/weight_source.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
 
 ABSL_FLAG(int32_t, port, 7000, "gRPC port; 0 picks a free one (printed on stdout)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
@@ -56,6 +71,13 @@ ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(5),
           "a worker silent this long is declared dead and its group failed");
 ABSL_FLAG(absl::Duration, wait_for_workers, absl::Seconds(60),
           "after this long without enough workers, the planner's refusal is logged");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the model name requests use; empty: the --model name (\"smollm2\"), or the model "
+          "file's name without its extension");
+ABSL_FLAG(int32_t, max_inflight_per_group, 256,
+          "requests in flight per engine group at most; when every group is full, Generate "
+          "answers RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, metrics_port, 0, "port of the Prometheus /metrics endpoint; 0: none");
 
 namespace shardserve {
 namespace {
@@ -132,6 +154,22 @@ int Serve() {
   const int workers_needed = planner->TotalWorkersNeeded();
   weights->reset();  // only the config was needed
 
+  absl::StatusOr<std::unique_ptr<ModelFrontend>> frontend =
+      ModelFrontend::Load(*path, *fingerprint);
+  if (!frontend.ok()) {
+    std::fprintf(stderr, "shardserve-coordinator: %s\n", frontend.status().ToString().c_str());
+    return 1;
+  }
+  std::string served_name = absl::GetFlag(FLAGS_served_model_name);
+  if (served_name.empty()) {
+    served_name = ModelFrontend::DefaultServedName(absl::GetFlag(FLAGS_model), *path);
+  }
+  const int max_inflight = absl::GetFlag(FLAGS_max_inflight_per_group);
+  if (max_inflight < 1) {
+    std::fprintf(stderr, "shardserve-coordinator: --max_inflight_per_group must be >= 1\n");
+    return 2;
+  }
+
   WorkerRegistry::Options options;
   options.model_path = *path;
   options.model_fingerprint = *fingerprint;
@@ -146,11 +184,34 @@ int Serve() {
   ClusterService cluster_service(&registry);
   StoreService store_service(&store);
 
+  RequestRouter::Options router_options;
+  router_options.max_inflight_per_group = max_inflight;
+  RequestRouter router([&registry] { return registry.GetPlan(); }, router_options);
+  auto metrics_registry = std::make_shared<prometheus::Registry>();
+  RequestMetrics metrics(metrics_registry.get(), (*frontend)->info().max_model_len);
+  InferenceService inference_service(frontend->get(), served_name, &router, &metrics,
+                                     InferenceService::Options());
+
   const std::string host = absl::GetFlag(FLAGS_host);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port > 0) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", metrics_port));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "shardserve-coordinator: cannot serve metrics on %s:%d: %s\n",
+                   host.c_str(), metrics_port, e.what());
+      return 1;
+    }
+    exposer->RegisterCollectable(metrics_registry);
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
                            grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&inference_service);
   builder.RegisterService(&cluster_service);
   builder.RegisterService(&store_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -159,8 +220,12 @@ int Serve() {
                  absl::GetFlag(FLAGS_port));
     return 1;
   }
-  LOG(INFO) << "serving " << *path << " (fingerprint " << fingerprint->substr(0, 12)
-            << "), waiting for " << workers_needed << " workers";
+  auto health = std::make_unique<HealthReporter>(
+      server->GetHealthCheckService(),
+      std::vector<std::string>{"", v1::InferenceService::service_full_name()},
+      [&router] { return router.HasReadyGroup(); }, absl::Milliseconds(200));
+  LOG(INFO) << "serving " << *path << " as '" << served_name << "' (fingerprint "
+            << fingerprint->substr(0, 12) << "), waiting for " << workers_needed << " workers";
   std::printf("listening on %s:%d\n", host == "0.0.0.0" ? "127.0.0.1" : host.c_str(), port);
   std::fflush(stdout);
 
@@ -176,6 +241,8 @@ int Serve() {
   LOG(INFO) << "signal " << signal_number << ": shutting down";
   stop.Notify();
   sweeper.join();
+  health.reset();
+  server->GetHealthCheckService()->Shutdown();
   registry.Close();
   store.Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -188,7 +255,8 @@ int Serve() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "shardserve-coordinator --port=P --model=PATH_OR_NAME [--groups N | --prefill_groups N "
-      "--decode_groups N] [--tp --pp --ep, --prefill_tp ...] [--heartbeat_timeout=5s]");
+      "--decode_groups N] [--tp --pp --ep, --prefill_tp ...] [--heartbeat_timeout=5s] "
+      "[--served_model_name=NAME] [--max_inflight_per_group=256] [--metrics_port=P]");
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
