@@ -3,6 +3,7 @@
 // greedy tokens must be equal. Also: validation, and a follower dying mid-request.
 #include "worker/group_engine.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -167,10 +168,11 @@ std::vector<int32_t> ReferenceTokens(const WeightSource* weights,
 }
 
 // Generates twice on the group (the second time from the prefix cache) and checks both
-// against `expected`; streamed tokens must equal the result.
+// against `expected` (its first `compare_steps` tokens; all when negative); streamed tokens
+// must equal the result.
 void ExpectGroupTokens(const WeightSource* weights, const ParallelLayout& layout,
                        const std::vector<int32_t>& prompt, const std::vector<int32_t>& expected,
-                       const std::string& what) {
+                       const std::string& what, int compare_steps = -1) {
   auto group = Group::Start(weights, layout, absl::Seconds(60));
   ASSERT_NE(group, nullptr);
   for (int run = 0; run < 2; ++run) {
@@ -181,7 +183,11 @@ void ExpectGroupTokens(const WeightSource* weights, const ParallelLayout& layout
           return true;
         });
     ASSERT_TRUE(r.ok()) << what << ": " << r.status();
-    EXPECT_EQ(r->token_ids, expected) << what << " run " << run;
+    ASSERT_EQ(r->token_ids.size(), expected.size()) << what;
+    const size_t n = compare_steps < 0 ? expected.size() : static_cast<size_t>(compare_steps);
+    EXPECT_EQ(std::vector<int32_t>(r->token_ids.begin(), r->token_ids.begin() + n),
+              std::vector<int32_t>(expected.begin(), expected.begin() + n))
+        << what << " run " << run << " (first " << n << " tokens)";
     EXPECT_EQ(streamed, r->token_ids) << what;
     if (run == 1) {
       EXPECT_GT(r->cached_tokens, 0) << what;
@@ -223,10 +229,12 @@ INSTANTIATE_TEST_SUITE_P(
       return info.param.family + "_" + LayoutName(info.param.layout);
     });
 
-// SmolLM2 (Q4_1) re-quantizes activations before every matmul, so sharding can flip a greedy
-// choice where the top-2 margin is tiny (tests/conformance/parallel_test.cc). These three
-// prompts keep healthy margins and match the unsharded decoder for 32 tokens under every
-// layout.
+// SmolLM2 (Q4_1) re-quantizes activations before every matmul, so sharding (partial sums added
+// by all-reduce) can flip a greedy choice where the top-2 margin is small
+// (tests/conformance/parallel_test.cc). Tokens are compared up to the unsharded engine's first
+// step whose margin is below kNearTieMargin, on three prompts.
+constexpr float kNearTieMargin = 0.5f;
+
 TEST(SmolLm2GroupEngineTest, GreedyTokensEqualSingleProcessEngine) {
   const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
   ASSERT_NE(path, nullptr) << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -235,20 +243,47 @@ TEST(SmolLm2GroupEngineTest, GreedyTokensEqualSingleProcessEngine) {
   std::ifstream f(Runfile("tests/fixtures/smollm2_q4_1/greedy.json"));
   ASSERT_TRUE(f.good());
   const nlohmann::json ref = nlohmann::json::parse(f);
-  int checked = 0;
+  auto engine = Engine::Create(weights->get(), Options());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  struct Case {
+    std::string name;
+    std::vector<int32_t> prompt;
+    std::vector<int32_t> tokens;
+    int stable = 0;  // steps before the first near tie
+  };
+  std::vector<Case> cases;
   for (const auto& p : ref["prompts"]) {
-    const std::string name = p["name"].get<std::string>();
-    if (name != "chat_multi_turn" && name != "arithmetic" && name != "emoji") continue;
-    const std::vector<int32_t> prompt = p["prompt_ids"].get<std::vector<int32_t>>();
-    const std::vector<int32_t> expected = ReferenceTokens(weights->get(), prompt, 32);
-    ASSERT_EQ(expected.size(), 32u);
+    Case c;
+    c.name = p["name"].get<std::string>();
+    c.prompt = p["prompt_ids"].get<std::vector<int32_t>>();
+    SamplingParams params = Greedy(32);
+    params.logprobs = 2;
+    auto r = (*engine)->Generate(c.prompt, params, [](int32_t) { return true; });
+    ASSERT_TRUE(r.ok()) << r.status();
+    c.tokens = r->token_ids;
+    while (c.stable < 32 && r->samples[c.stable].top_logprobs.size() == 2 &&
+           r->samples[c.stable].top_logprobs[0].logprob -
+                   r->samples[c.stable].top_logprobs[1].logprob >=
+               kNearTieMargin) {
+      ++c.stable;
+    }
+    cases.push_back(std::move(c));
+  }
+  // The three prompts whose greedy choices stay clear the longest.
+  std::sort(cases.begin(), cases.end(),
+            [](const Case& a, const Case& b) { return a.stable > b.stable; });
+  cases.resize(3);
+  int compared_tokens = 0;
+  for (const Case& c : cases) {
     for (ParallelLayout layout : {ParallelLayout{2, 1, 1}, ParallelLayout{3, 1, 1},
                                   ParallelLayout{1, 2, 1}, ParallelLayout{2, 2, 1}}) {
-      ExpectGroupTokens(weights->get(), layout, prompt, expected, name + " " + LayoutName(layout));
+      // Pipeline stages hand over exact hidden states: all 32 tokens must be equal there.
+      ExpectGroupTokens(weights->get(), layout, c.prompt, c.tokens,
+                        c.name + " " + LayoutName(layout), layout.tp_size == 1 ? 32 : c.stable);
     }
-    ++checked;
+    compared_tokens += c.stable;
   }
-  EXPECT_EQ(checked, 3);
+  EXPECT_GE(compared_tokens, 10) << "the prompts' margins leave too little to compare";
 }
 
 class GroupEngineTest : public ::testing::Test {

@@ -152,6 +152,72 @@ TEST(ServingEngineTest, ConcurrentRequestsMatchTheEngineAlone) {
   EXPECT_EQ(preemptions, 0);
 }
 
+TEST(ServingEngineTest, ManyRequestsSharingAFirstBlockAdmittedInOneStep) {
+  auto weights = Open("llama");
+  ASSERT_NE(weights, nullptr);
+  auto group = SingleRank(weights.get(), 128);
+  ASSERT_NE(group, nullptr);
+  auto serving = ServingEngine::Create(group.get(), Serving(64, 96));
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  const std::vector<int32_t> shared = Prompt(7, 16);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::shared_ptr<ServingRequest>> requests;
+  for (int i = 0; i < 32; ++i) {
+    std::vector<int32_t> p = shared;
+    p.push_back(10 + i);
+    p.push_back(200 - i);
+    prompts.push_back(p);
+    auto r = (*serving)->Submit(p, Greedy(8), absl::StrCat("s", i));
+    ASSERT_TRUE(r.ok()) << r.status();
+    requests.push_back(*r);
+  }
+  for (int i = 0; i < 32; ++i) {
+    const Outcome o = Drain(*requests[i]);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.tokens, Reference(weights.get(), prompts[i], 8)) << "request " << i;
+  }
+}
+
+// The quantized model on the integer matmul path: a batched row must be computed exactly as a
+// row alone (kernels/cpu/matmul_test checks the kernels; this checks the whole step).
+TEST(ServingEngineTest, QuantizedModelBatchedEqualsAlone) {
+  const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
+  if (path == nullptr) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+  auto opened = OpenWeightSource(path);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<WeightSource> weights = std::move(*opened);
+  auto shard = MakeShardSpec(weights->config(), ParallelLayout{1, 1, 1}, 0, 0);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  EngineOptions options;
+  options.num_threads = 1;
+  auto group = GroupEngine::Create(weights.get(), *shard, GroupComms{}, options);
+  ASSERT_TRUE(group.ok()) << group.status();
+  auto serving = ServingEngine::Create(group->get(), Serving(64, 96));
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  auto reference = Engine::Create(weights.get(), options);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  constexpr int kRequests = 16;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::shared_ptr<ServingRequest>> requests;
+  for (int i = 0; i < kRequests; ++i) {
+    std::vector<int32_t> p;
+    for (int t = 0; t < 16; ++t) p.push_back(1000 + 97 * t + (i % 2) * 5);
+    p.push_back(500 + i);
+    p.push_back(2000 - i);
+    prompts.push_back(p);
+    auto r = (*serving)->Submit(p, Greedy(12), absl::StrCat("q", i));
+    ASSERT_TRUE(r.ok()) << r.status();
+    requests.push_back(*r);
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    const Outcome o = Drain(*requests[i]);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    auto alone = (*reference)->Generate(prompts[i], Greedy(12), [](int32_t) { return true; });
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ(o.tokens, alone->token_ids) << "request " << i;
+  }
+}
+
 TEST(ServingEngineTest, PreemptionByRecomputeKeepsOutputsExact) {
   auto weights = Open("llama");
   ASSERT_NE(weights, nullptr);

@@ -128,6 +128,43 @@ TEST(MatMulTest, MatchesDequantizedReference) {
   }
 }
 
+// Continuous batching puts a sequence's row in batches of any size: on the integer path a
+// row's outputs must not depend on how many other rows share the call (nor on threading), or
+// a request's greedy tokens would change with the load.
+TEST(MatMulTest, RowResultsDoNotDependOnBatchSize) {
+  std::mt19937 rng(11);
+  const int64_t n = 53;
+  ThreadPool pool2(2);
+  for (DType type : kWeightTypes) {
+    const int64_t k = BlockSize(type) == 256 ? 512 : 192;
+    Weights w = MakeWeights(type, n, k, &rng);
+    const std::vector<float> xbuf = RandomVec(8 * k, &rng, 1.0f);
+    for (int level = 0; level <= static_cast<int>(MaxSupportedIsa()); ++level) {
+      MatMulOptions options;
+      options.isa = static_cast<Isa>(level);
+      SCOPED_TRACE(DTypeName(type) + " " + IsaName(options.isa));
+      std::vector<float> alone(n);
+      TensorView x1 = TensorView::Cpu(xbuf.data(), DType::kF32, {1, k});
+      ASSERT_TRUE(MatMulWithOptions(x1, w.view, TensorView::Cpu(alone.data(), DType::kF32, {1, n}),
+                                    nullptr, options)
+                      .ok());
+      for (int64_t m : {2, 3, 5, 8}) {
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+          std::vector<float> batched(m * n);
+          TensorView xm = TensorView::Cpu(xbuf.data(), DType::kF32, {m, k});
+          ASSERT_TRUE(MatMulWithOptions(xm, w.view,
+                                        TensorView::Cpu(batched.data(), DType::kF32, {m, n}), pool,
+                                        options)
+                          .ok());
+          for (int64_t j = 0; j < n; ++j) {
+            ASSERT_EQ(batched[j], alone[j]) << "m=" << m << " column " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(MatMulTest, DefaultEntryPoint) {
   std::mt19937 rng(9);
   Weights w = MakeWeights(DType::kQ4_1, 64, 576, &rng);

@@ -26,11 +26,13 @@ static inline float HalfToFloat(const uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
+// ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the order HorizontalSum4 adds each of its
+// vectors in, so that a dot product comes out bit-identical whichever tile shape computed it: a
+// request's logits (and its greedy tokens) must not change with the other requests in its batch.
 static inline float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+  __m256 h = _mm256_hadd_ps(v, v);
+  h = _mm256_hadd_ps(h, h);
+  return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
 // [sum(a), sum(b), sum(c), sum(d)].

@@ -43,10 +43,11 @@ struct BF16Loader {
   }
 };
 
-// One weight row against NX activation rows; one row alone runs four chains to hide latency.
+// One weight row against NX (1 or 2) activation rows, four accumulation chains per row whatever
+// NX is: a row's result must not depend on how many rows share the call (batch invariance).
 template <typename L, int NX>
 void DotFloatRow(int64_t k, const uint8_t* w, const uint8_t* x, int64_t xs, float* y, int64_t ys) {
-  constexpr int kU = NX == 1 ? 4 : 1;
+  constexpr int kU = 4;
   const float* xr[NX];
   __m256 acc[NX][kU];
   for (int i = 0; i < NX; ++i) {
@@ -82,20 +83,8 @@ void FloatTile(int64_t k, const uint8_t* w, int64_t ws, int64_t nw, const uint8_
   for (int64_t j = 0; j < nw; ++j) {
     const uint8_t* wr = w + j * ws;
     int64_t i = 0;
-    for (; i + 4 <= nx; i += 4) DotFloatRow<L, 4>(k, wr, x + i * xs, xs, y + i * ys + j, ys);
-    switch (nx - i) {
-      case 3:
-        DotFloatRow<L, 3>(k, wr, x + i * xs, xs, y + i * ys + j, ys);
-        break;
-      case 2:
-        DotFloatRow<L, 2>(k, wr, x + i * xs, xs, y + i * ys + j, ys);
-        break;
-      case 1:
-        DotFloatRow<L, 1>(k, wr, x + i * xs, xs, y + i * ys + j, ys);
-        break;
-      default:
-        break;
-    }
+    for (; i + 2 <= nx; i += 2) DotFloatRow<L, 2>(k, wr, x + i * xs, xs, y + i * ys + j, ys);
+    if (i < nx) DotFloatRow<L, 1>(k, wr, x + i * xs, xs, y + i * ys + j, ys);
   }
 }
 

@@ -356,11 +356,6 @@ constexpr float kSmolFirstStepMeanTolerance = 0.6f;
 // Greedy tokens must agree until the unsharded decoder's top-2 margin falls inside that noise;
 // where it does, either token is legitimate (measured divergences all had margins <= 0.21).
 constexpr float kSmolNearTieMargin = 0.5f;
-// Prompts whose 32 greedy tokens match under every layout here; their smallest top-2 margins
-// over the 32 steps are 0.10, 0.07 and 0.05, the largest among the fixture's prompts.
-bool MustMatchAll32(const std::string& name) {
-  return name == "chat_multi_turn" || name == "arithmetic" || name == "emoji";
-}
 
 TEST(SmolLm2ParallelTest, MatchesUnshardedDecoder) {
   const std::string model = SmolLm2Path();
@@ -406,9 +401,6 @@ TEST(SmolLm2ParallelTest, MatchesUnshardedDecoder) {
       EXPECT_LT(max_diff, kSmolFirstStepMaxTolerance) << what;
       EXPECT_LT(mean, kSmolFirstStepMeanTolerance) << what;
       EXPECT_GE(agree, first_near_tie) << what;
-      if (MustMatchAll32(name)) {
-        EXPECT_EQ(got->tokens, base->tokens) << what;
-      }
     }
   }
 }
