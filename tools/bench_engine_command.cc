@@ -8,18 +8,31 @@
 #include <numeric>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "model/model_bundle.h"
 #include "model/model_resolver.h"
+#include "model/shard_spec.h"
 #include "nlohmann/json.hpp"
 #include "tools/cli_flags.h"
 #include "worker/engine.h"
+#include "worker/group_engine.h"
+#include "worker/serving_engine.h"
 
 ABSL_FLAG(int32_t, prefill_tokens, 512, "bench-engine: prompt length for the prefill timing");
 ABSL_FLAG(int32_t, decode_tokens, 128, "bench-engine: tokens generated for the decode timing");
 ABSL_FLAG(int32_t, repeats, 3, "bench-engine: timed repetitions (the best is reported)");
+ABSL_FLAG(int32_t, concurrency, 0,
+          "bench-engine: when > 0, time continuous batching instead: this many requests of "
+          "--input_len prompt tokens and --output_len output tokens at once, in this process");
+ABSL_FLAG(int32_t, input_len, 128, "bench-engine --concurrency: prompt tokens per request");
+ABSL_FLAG(int32_t, output_len, 128, "bench-engine --concurrency: output tokens per request");
+
+ABSL_DECLARE_FLAG(int64_t, kv_cache_bytes);          // tools/serve_command.cc
+ABSL_DECLARE_FLAG(int32_t, max_num_batched_tokens);  // tools/serve_command.cc
 
 namespace shardserve {
 namespace {
@@ -52,10 +65,97 @@ double MeasureReadBandwidth(ThreadPool* pool) {
   return best;
 }
 
+// Random prompt ids from the ordinary part of the vocabulary, seeded per request.
+std::vector<int32_t> RandomPrompt(int64_t vocab_size, int32_t length, uint64_t seed) {
+  std::vector<int32_t> ids(length);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (int32_t& id : ids) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    id = static_cast<int32_t>(100 + x % static_cast<uint64_t>(vocab_size - 100));
+  }
+  return ids;
+}
+
+// Continuous batching in process: the ServingEngine over a one-rank group, `concurrency`
+// requests submitted at once (the offline reference for the served benchmark), and one request
+// alone for the zero-load time to first token.
+absl::Status BenchBatched(const WeightSource* weights, double load_seconds) {
+  const int32_t concurrency = absl::GetFlag(FLAGS_concurrency);
+  const int32_t input_len = absl::GetFlag(FLAGS_input_len);
+  const int32_t output_len = absl::GetFlag(FLAGS_output_len);
+  ASSIGN_OR_RETURN(ShardSpec shard,
+                   MakeShardSpec(weights->config(), ParallelLayout{1, 1, 1}, 0, 0));
+  EngineOptions options;
+  options.num_threads = absl::GetFlag(FLAGS_threads);
+  options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  ASSIGN_OR_RETURN(std::unique_ptr<GroupEngine> group,
+                   GroupEngine::Create(weights, shard, GroupComms{}, options));
+  ServingOptions serving_options;
+  serving_options.scheduler.max_num_seqs = std::max(concurrency, 1);
+  serving_options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  ASSIGN_OR_RETURN(std::unique_ptr<ServingEngine> serving,
+                   ServingEngine::Create(group.get(), serving_options));
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.ignore_eos = true;
+  greedy.max_tokens = output_len;
+
+  // Returns {seconds until every request finished, mean seconds to the first token}.
+  uint64_t next_seed = 1;
+  auto run = [&](int n) -> absl::StatusOr<std::pair<double, double>> {
+    std::vector<std::shared_ptr<ServingRequest>> requests;
+    const double t0 = Now();
+    for (int i = 0; i < n; ++i) {
+      ASSIGN_OR_RETURN(auto r, serving->Submit(RandomPrompt(weights->config().vocab_size, input_len,
+                                                            next_seed++),
+                                               greedy, absl::StrCat("bench-", i)));
+      requests.push_back(std::move(r));
+    }
+    double ttft_sum = 0;
+    for (auto& r : requests) {
+      TokenEvent event;
+      bool first = true;
+      while (true) {
+        const ServingRequest::NextResult next = r->Next(&event, absl::Seconds(600));
+        if (next == ServingRequest::kDone) break;
+        if (next == ServingRequest::kTimeout) return absl::DeadlineExceededError("bench request");
+        if (first) ttft_sum += Now() - t0;
+        first = false;
+      }
+      RETURN_IF_ERROR(r->status());
+    }
+    return std::make_pair(Now() - t0, ttft_sum / n);
+  };
+  ASSIGN_OR_RETURN(auto warm, run(1));  // first-touch of the KV cache and scratch buffers
+  (void)warm;
+  ASSIGN_OR_RETURN(auto alone, run(1));
+  ASSIGN_OR_RETURN(auto batched, run(concurrency));
+  serving->Shutdown();
+
+  nlohmann::json out;
+  out["engine"] = "shardserve-offline-batched";
+  out["threads"] = absl::GetFlag(FLAGS_threads);
+  out["load_seconds"] = load_seconds;
+  out["concurrency"] = concurrency;
+  out["input_len"] = input_len;
+  out["output_len"] = output_len;
+  out["output_tokens_per_s"] = static_cast<double>(concurrency) * output_len / batched.first;
+  out["mean_ttft_ms"] = batched.second * 1e3;
+  out["single_request_ttft_ms"] = alone.second * 1e3;
+  out["single_request_output_tokens_per_s"] = output_len / alone.first;
+  std::cout << out.dump() << std::endl;
+  return absl::OkStatus();
+}
+
 absl::Status Bench() {
   const double t_start = Now();
   ASSIGN_OR_RETURN(std::string path, ResolveModel(absl::GetFlag(FLAGS_model)));
   ASSIGN_OR_RETURN(ModelBundle model, LoadModelBundle(path));
+  if (absl::GetFlag(FLAGS_concurrency) > 0) {
+    return BenchBatched(model.weights.get(), Now() - t_start);
+  }
   EngineOptions options;
   options.num_threads = absl::GetFlag(FLAGS_threads);
   options.max_num_batched_tokens = std::max(512, absl::GetFlag(FLAGS_prefill_tokens));

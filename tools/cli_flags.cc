@@ -1,6 +1,8 @@
 #include "tools/cli_flags.h"
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
@@ -25,6 +27,14 @@ ABSL_FLAG(std::string, stop, "", "stop strings, separated by '|'");
 ABSL_FLAG(int32_t, logprobs, -1, "with --json: return this many top logprobs per token");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0 uses every CPU available to the process");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
+ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},
+          "token ids that end the output besides EOS, separated by ','");
+ABSL_FLAG(bool, include_stop_str_in_output, false,
+          "keep the matched stop string at the end of the output");
+ABSL_FLAG(std::string, server, "127.0.0.1:7000", "HOST:PORT of the coordinator");
+ABSL_FLAG(absl::Duration, timeout, absl::ZeroDuration(),
+          "status: how long to wait for the coordinator's answer (default 5s); generate: the "
+          "call's deadline (default 10m); 0 means the command's default");
 
 namespace shardserve {
 
@@ -45,8 +55,22 @@ absl::StatusOr<SamplingParams> SamplingParamsFromFlags() {
   const std::string stop = absl::GetFlag(FLAGS_stop);
   if (!stop.empty()) p.stop = absl::StrSplit(stop, '|', absl::SkipEmpty());
   p.logprobs = absl::GetFlag(FLAGS_logprobs);
+  p.include_stop_str_in_output = absl::GetFlag(FLAGS_include_stop_str_in_output);
+  for (const std::string& id : absl::GetFlag(FLAGS_stop_token_ids)) {
+    int32_t value = 0;
+    if (!absl::SimpleAtoi(id, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--stop_token_ids: '", id, "' is not a token id"));
+    }
+    p.stop_token_ids.push_back(value);
+  }
   RETURN_IF_ERROR(p.Validate());
   return p;
+}
+
+absl::Duration TimeoutOr(absl::Duration command_default) {
+  const absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
+  return timeout > absl::ZeroDuration() ? timeout : command_default;
 }
 
 }  // namespace shardserve

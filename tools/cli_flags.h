@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "worker/sampling_params.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -28,11 +30,20 @@ ABSL_DECLARE_FLAG(std::string, stop);
 ABSL_DECLARE_FLAG(int32_t, logprobs);
 ABSL_DECLARE_FLAG(int32_t, threads);
 ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(std::vector<std::string>, stop_token_ids);
+ABSL_DECLARE_FLAG(bool, include_stop_str_in_output);
+// The commands that talk to a cluster (status, generate, bench).
+ABSL_DECLARE_FLAG(std::string, server);
+ABSL_DECLARE_FLAG(absl::Duration, timeout);
 
 namespace shardserve {
 
 // Builds SamplingParams from the sampling flags and validates them.
 absl::StatusOr<SamplingParams> SamplingParamsFromFlags();
+
+// --timeout when given (non-zero), else `command_default`: each command has its own sensible
+// bound (status waits seconds for one answer, generate minutes for a whole generation).
+absl::Duration TimeoutOr(absl::Duration command_default);
 
 }  // namespace shardserve
 

@@ -43,6 +43,8 @@ if ((with_reference)); then
   python3 -c "import llama_cpp" 2>/dev/null ||
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) python3 -m pip install -q --no-deps llama-cpp-python==0.3.36
   python3 -m pip install -q numpy gguf diskcache jinja2 typing-extensions
+  # llama-cpp-python's OpenAI-compatible server, the serving benchmark's reference.
+  python3 -m pip install -q uvicorn fastapi sse-starlette starlette-context pydantic-settings
 fi
 
 if ((fetch_model)); then

@@ -14,10 +14,6 @@
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
 #include "tools/cli_flags.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:7000", "HOST:PORT of the coordinator (status)");
-ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
-          "how long to wait for the coordinator's answer (status)");
-
 namespace shardserve {
 namespace {
 
@@ -86,7 +82,7 @@ int StatusCommand() {
   auto stub =
       v1::ClusterService::NewStub(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_timeout)));
+  context.set_deadline(absl::ToChronoTime(absl::Now() + TimeoutOr(absl::Seconds(5))));
   v1::GetPlanReply reply;
   const grpc::Status status = stub->GetPlan(&context, v1::GetPlanRequest(), &reply);
   if (!status.ok()) {

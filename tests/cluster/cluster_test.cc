@@ -18,11 +18,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/child_processes.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "model/weight_source.h"
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
-#include "tests/cluster/child_processes.h"
 
 namespace shardserve {
 namespace {

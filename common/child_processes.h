@@ -1,17 +1,17 @@
-// Test support: starts binaries as child processes with their output in log files, and makes
-// sure none outlives the test: KillAll (also run by the destructor) sends SIGTERM, waits
-// briefly, then SIGKILLs; every child also gets SIGKILL if the test process itself dies
-// (PR_SET_PDEATHSIG).
+// Starts binaries as child processes with their output in log files, and makes sure none outlives
+// its parent: KillAll (also run by the destructor) sends SIGTERM, waits briefly, then SIGKILLs;
+// every child also gets SIGKILL if the parent process itself dies (PR_SET_PDEATHSIG). Used by
+// `shardserve serve` (tools/local_cluster) and by the multi-process tests.
 //
-//   ChildProcesses children(TempDir());
+//   ChildProcesses children(log_dir);
 //   pid_t pid = children.Spawn("coordinator", {binary, "--port=0"});
 //   std::string out = children.Output(pid);   // stdout and stderr so far
 //   absl::optional<int> code = children.WaitExit(pid, absl::Seconds(5));  // nullopt: still running
 //
-// Thread safety: use from the thread that spawned the children (PR_SET_PDEATHSIG fires when
-// that thread exits).
-#ifndef SHARDSERVE_TESTS_CLUSTER_CHILD_PROCESSES_H_
-#define SHARDSERVE_TESTS_CLUSTER_CHILD_PROCESSES_H_
+// Thread safety: use from one thread, the one that spawns the children (PR_SET_PDEATHSIG fires
+// when that thread exits, so it must live as long as the children should).
+#ifndef SHARDSERVE_COMMON_CHILD_PROCESSES_H_
+#define SHARDSERVE_COMMON_CHILD_PROCESSES_H_
 
 #include <sys/types.h>
 
@@ -26,7 +26,8 @@ namespace shardserve {
 
 class ChildProcesses {
  public:
-  // Logs go to `log_dir`/<name>.<n>.log, n unique within the test process.
+  // Logs go to `log_dir`/<name>.<n>.log, a file created for the child (n is the next number
+  // whose file does not exist yet).
   explicit ChildProcesses(std::string log_dir);
   ~ChildProcesses();
 
@@ -38,6 +39,9 @@ class ChildProcesses {
 
   // Everything the child wrote to stdout and stderr so far.
   std::string Output(pid_t pid) const;
+
+  // The file holding the child's stdout and stderr; empty for a pid this object did not spawn.
+  std::string LogPath(pid_t pid) const;
 
   // Waits up to `timeout` for the child to end; its exit code (128 + signal when killed), or
   // nullopt while it still runs. Reaps it.
@@ -62,4 +66,4 @@ class ChildProcesses {
 
 }  // namespace shardserve
 
-#endif  // SHARDSERVE_TESTS_CLUSTER_CHILD_PROCESSES_H_
+#endif  // SHARDSERVE_COMMON_CHILD_PROCESSES_H_

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Serving benchmark: shardserve's server path against its offline engine and llama.cpp's server.
+
+In one run, on the same GGUF and the same machine:
+  1. offline: `shardserve bench-engine --concurrency=C` (continuous batching in one process, no
+     gRPC) for every concurrency C, and one request alone (its time to first token);
+  2. served: a local cluster (`shardserve serve`, one worker with --threads) and
+     `shardserve bench` at each concurrency (all requests at once, at most C in flight);
+  3. reference: llama-cpp-python's OpenAI-compatible server (`python3 -m llama_cpp.server`) with
+     the same threads, driven at each concurrency by the streaming client in this file.
+Prints output tokens/s for each, the ratios the serving targets are stated in (served /
+offline at the highest concurrency, served at the highest / served at 1, served TTFT minus
+offline TTFT at concurrency 1) and shardserve / llama.cpp at each concurrency. Prompts are
+--input_len tokens (random ids for shardserve, text of about that many tokens for llama.cpp,
+whose completions endpoint takes text), outputs exactly --output_len tokens (EOS ignored, or
+biased away for llama.cpp).
+
+  tools/setup.sh --with-reference
+  bazel build -c opt //tools:shardserve
+  python3 tools/bench_serving.py --shardserve bazel-bin/tools/shardserve --threads 2
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline(args, concurrency):
+    out = subprocess.run(
+        [args.shardserve, "bench-engine", f"--model={args.model}", f"--threads={args.threads}",
+         f"--concurrency={concurrency}", f"--input_len={args.input_len}",
+         f"--output_len={args.output_len}"],
+        check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+class Serve:
+    """`shardserve serve` in the background until stop()."""
+
+    def __init__(self, args):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="shardserve-serve-", delete=False)
+        self.proc = subprocess.Popen(
+            [args.shardserve, "serve", f"--model={args.model}", "--port=0",
+             f"--threads={args.threads}", f"--max_num_seqs={max(64, max(args.concurrency))}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        self.address = None
+        while time.time() < deadline and self.address is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError("shardserve serve exited:\n" + open(self.log.name).read())
+            m = re.search(r"ready: .* on (127\.0\.0\.1:\d+)", open(self.log.name).read())
+            if m:
+                self.address = m.group(1)
+            time.sleep(0.1)
+        if self.address is None:
+            self.stop()
+            raise RuntimeError("shardserve serve did not become ready")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def served(args, address, concurrency):
+    num_prompts = max(args.min_prompts, 2 * concurrency)
+    out = subprocess.run(
+        [args.shardserve, "bench", f"--server={address}", f"--num_prompts={num_prompts}",
+         "--request_rate=inf", f"--max_concurrency={concurrency}",
+         f"--input_len={args.input_len}", f"--output_len={args.output_len}", "--json",
+         f"--warmup={min(concurrency, 4)}"],
+        check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+class LlamaServer:
+    """llama-cpp-python's OpenAI-compatible server on a free port."""
+
+    def __init__(self, args):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", args.model,
+             "--n_threads", str(args.threads), "--n_ctx", "4096", "--port", str(self.port),
+             "--host", "127.0.0.1"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("llama_cpp.server exited:\n" + open(self.log.name).read())
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/models", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("llama_cpp.server did not start")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def llama_prompts(args, n):
+    from llama_cpp import Llama
+    vocab = Llama(model_path=args.model, vocab_only=True, verbose=False)
+    prompts = []
+    for i in range(n):
+        text = f"Request {i}. " + "The history of the city begins with a small settlement. " * 64
+        ids = vocab.tokenize(text.encode(), add_bos=False)[:args.input_len]
+        prompts.append(vocab.detokenize(ids).decode("utf-8", "ignore"))
+    eos = vocab.token_eos()
+    return prompts, eos
+
+
+def llama_request(port, prompt, args, eos, record):
+    body = json.dumps({
+        "prompt": prompt, "max_tokens": args.output_len, "temperature": 0, "stream": True,
+        "logit_bias": {str(eos): -100.0},
+    }).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    with urllib.request.urlopen(req, timeout=600) as resp:
+        for line in resp:
+            line = line.strip()
+            if not line.startswith(b"data:") or line == b"data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if chunk["choices"] and chunk["choices"][0].get("text") is not None:
+                tokens += 1
+                if first is None:
+                    first = time.perf_counter()
+    record.append({"ttft": (first or time.perf_counter()) - start, "tokens": tokens,
+                   "e2e": time.perf_counter() - start})
+
+
+def llama_bench(server, args, concurrency, prompts, eos):
+    num = max(args.min_prompts, 2 * concurrency)
+    # Warm-up: one request, not counted.
+    llama_request(server.port, prompts[-1], args, eos, [])
+    records = []
+    queue = list(range(num))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i = queue.pop(0)
+            llama_request(server.port, prompts[i % len(prompts)], args, eos, records)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    duration = time.perf_counter() - start
+    tokens = sum(r["tokens"] for r in records)
+    return {"output_throughput": tokens / duration,
+            "mean_ttft_ms": 1e3 * statistics.mean(r["ttft"] for r in records),
+            "completed": len(records), "mean_output_tokens": tokens / len(records)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shardserve", default="bazel-bin/tools/shardserve")
+    p.add_argument("--model", default=os.path.expanduser(
+        "~/.cache/shardserve/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[1, 16])
+    p.add_argument("--input_len", type=int, default=128)
+    p.add_argument("--output_len", type=int, default=64)
+    p.add_argument("--min_prompts", type=int, default=8)
+    p.add_argument("--no_llama", action="store_true", help="skip the llama.cpp server")
+    args = p.parse_args()
+    lo, hi = min(args.concurrency), max(args.concurrency)
+
+    print(f"# {os.cpu_count()} cores, {args.threads} threads per engine, input {args.input_len}"
+          f" tokens, output {args.output_len} tokens", flush=True)
+    results = {"offline": {}, "served": {}, "llama_cpp": {}}
+    for c in args.concurrency:
+        results["offline"][c] = offline(args, c)
+        print(f"offline  c={c:3d}: {results['offline'][c]['output_tokens_per_s']:8.1f} output tok/s",
+              flush=True)
+    serve = Serve(args)
+    try:
+        for c in args.concurrency:
+            results["served"][c] = served(args, serve.address, c)
+            r = results["served"][c]
+            print(f"served   c={c:3d}: {r['output_throughput']:8.1f} output tok/s, TTFT mean "
+                  f"{r['mean_ttft_ms']:.1f} ms, TPOT mean {r['mean_tpot_ms']:.1f} ms", flush=True)
+    finally:
+        serve.stop()
+    if not args.no_llama:
+        prompts, eos = llama_prompts(args, 2 * hi + args.min_prompts)
+        server = LlamaServer(args)
+        try:
+            for c in args.concurrency:
+                results["llama_cpp"][c] = llama_bench(server, args, c, prompts, eos)
+                r = results["llama_cpp"][c]
+                print(f"llama.cpp c={c:3d}: {r['output_throughput']:8.1f} output tok/s, TTFT mean "
+                      f"{r['mean_ttft_ms']:.1f} ms ({r['mean_output_tokens']:.0f} tokens/request)",
+                      flush=True)
+        finally:
+            server.stop()
+
+    served_hi = results["served"][hi]["output_throughput"]
+    offline_hi = results["offline"][hi]["output_tokens_per_s"]
+    served_lo = results["served"][lo]["output_throughput"]
+    ttft_overhead = (results["served"][lo]["mean_ttft_ms"]
+                     - results["offline"][lo]["single_request_ttft_ms"])
+    print(f"served / offline at c={hi}: {served_hi / offline_hi:.3f}  (target >= 0.9)")
+    print(f"served c={hi} / served c={lo}: {served_hi / served_lo:.2f}x  (target >= 3)")
+    print(f"zero-load TTFT overhead of the server path: {ttft_overhead:.2f} ms  (target < 5)")
+    for c in args.concurrency:
+        if c in results["llama_cpp"]:
+            ratio = results["served"][c]["output_throughput"] / \
+                results["llama_cpp"][c]["output_throughput"]
+            print(f"shardserve / llama.cpp server at c={c}: {ratio:.2f}x output tok/s")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
