@@ -85,9 +85,10 @@ def served(args, address, concurrency):
         [args.shardserve, "bench", f"--server={address}", f"--num_prompts={num_prompts}",
          "--request_rate=inf", f"--max_concurrency={concurrency}",
          f"--input_len={args.input_len}", f"--output_len={args.output_len}", "--json",
+         f"--seed={1000 + concurrency}",  # fresh prompts per run: no prefix-cache hits
          f"--warmup={min(concurrency, 4)}"],
         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads(out)
 
 
 class LlamaServer:
@@ -99,7 +100,7 @@ class LlamaServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", args.model,
              "--n_threads", str(args.threads), "--n_ctx", "4096", "--port", str(self.port),
-             "--host", "127.0.0.1"],
+             "--host", "127.0.0.1", "--interrupt_requests", "False"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:

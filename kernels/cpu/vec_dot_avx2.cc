@@ -234,7 +234,11 @@ void Tile(int64_t k, const uint8_t* w, int64_t ws, int64_t nw, const uint8_t* x,
     const uint8_t* xi = x + i * xs;
     float* yi = y + i * ys;
     int64_t j = 0;
-    if (nx - i >= 2) {
+    if (nx - i >= 4) {
+      for (; j + 2 <= nw; j += 2) K<2, 4>::Run(k, w + j * ws, ws, xi, xs, yi + j, ys);
+      for (; j < nw; ++j) K<1, 4>::Run(k, w + j * ws, ws, xi, xs, yi + j, ys);
+      i += 4;
+    } else if (nx - i >= 2) {
       for (; j + 2 <= nw; j += 2) K<2, 2>::Run(k, w + j * ws, ws, xi, xs, yi + j, ys);
       for (; j < nw; ++j) K<1, 2>::Run(k, w + j * ws, ws, xi, xs, yi + j, ys);
       i += 2;
