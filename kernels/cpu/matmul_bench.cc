@@ -84,6 +84,7 @@ Timing TimeBest(int reps, int iters, Fn fn) {
 
 int64_t g_max_decode_rows = -1;  // --max-decode-rows=N overrides MatMul's choice of path
 int64_t g_only_m = -1;           // --m=N runs only that number of rows
+int64_t g_step_rows = 1;         // --step_rows=N: the decode step of N sequences at once
 
 absl::Status BenchMatMul(const TensorView& x, const TensorView& w, const TensorView& y,
                          ThreadPool* pool) {
@@ -157,27 +158,28 @@ void RunStep(bool quick) {
   }
   std::vector<uint8_t> head = MakeWeights(DType::kQ8_0, 49152, 576, &rng);
   total_bytes += head.size();
-  std::vector<float> x(1536, 0.5f), y(49152);
+  const int64_t rows = g_step_rows;
+  std::vector<float> x(rows * 1536, 0.5f), y(rows * 49152);
   for (int threads : {1, 2}) {
     ThreadPool pool(threads);
     const Timing t = TimeBest(quick ? 3 : 5, quick ? 5 : 20, [&](int) {
       int idx = 0;
       for (int l = 0; l < kLayers; ++l) {
         for (const Shape& s : layer) {
-          Check(BenchMatMul(TensorView::Cpu(x.data(), DType::kF32, {1, s.k}),
+          Check(BenchMatMul(TensorView::Cpu(x.data(), DType::kF32, {rows, s.k}),
                             TensorView::Cpu(ws[idx++].data(), s.type, {s.n, s.k}),
-                            TensorView::Cpu(y.data(), DType::kF32, {1, s.n}), &pool));
+                            TensorView::Cpu(y.data(), DType::kF32, {rows, s.n}), &pool));
         }
       }
-      Check(BenchMatMul(TensorView::Cpu(x.data(), DType::kF32, {1, 576}),
+      Check(BenchMatMul(TensorView::Cpu(x.data(), DType::kF32, {rows, 576}),
                         TensorView::Cpu(head.data(), DType::kQ8_0, {49152, 576}),
-                        TensorView::Cpu(y.data(), DType::kF32, {1, 49152}), &pool));
+                        TensorView::Cpu(y.data(), DType::kF32, {rows, 49152}), &pool));
     });
     std::printf(
-        "decode step (%.1f MB of weights), %d thread(s): %.2f ms (cpu %.2f ms), %.1f GB/s, "
-        "%.1f tok/s\n",
-        total_bytes / 1e6, threads, t.wall * 1e3, t.cpu * 1e3, total_bytes / t.wall / 1e9,
-        1.0 / t.wall);
+        "decode step of %lld sequence(s) (%.1f MB of weights), %d thread(s): %.2f ms (cpu %.2f "
+        "ms), %.1f GB/s, %.1f tok/s\n",
+        static_cast<long long>(rows), total_bytes / 1e6, threads, t.wall * 1e3, t.cpu * 1e3,
+        total_bytes / t.wall / 1e9, rows / t.wall);
   }
 }
 
@@ -192,6 +194,9 @@ int main(int argc, char** argv) {
     step_only |= std::strcmp(argv[i], "--step") == 0;
     if (std::strncmp(argv[i], "--shape=", 8) == 0) filter = argv[i] + 8;
     if (std::strncmp(argv[i], "--m=", 4) == 0) shardserve::cpu::g_only_m = std::atoll(argv[i] + 4);
+    if (std::strncmp(argv[i], "--step_rows=", 12) == 0) {
+      shardserve::cpu::g_step_rows = std::atoll(argv[i] + 12);
+    }
     if (std::strncmp(argv[i], "--max-decode-rows=", 18) == 0) {
       shardserve::cpu::g_max_decode_rows = std::atoll(argv[i] + 18);
     }
