@@ -25,7 +25,7 @@
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7000", "HOST:PORT of the coordinator");
 ABSL_FLAG(std::string, pool, "both", "pool this worker serves: prefill, decode or both");
-ABSL_FLAG(std::string, device, "cpu", "cpu or cuda:N");
+ABSL_FLAG(std::string, device, "cpu", "cpu (cuda:N is refused until the CUDA backend exists)");
 ABSL_FLAG(int32_t, threads, 1, "CPU threads for compute");
 ABSL_FLAG(std::string, model, "", "model path or name; empty loads the coordinator's model");
 ABSL_FLAG(std::string, host, "",
@@ -79,7 +79,7 @@ std::string HostName() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "shardserve-worker --coordinator=HOST:PORT --pool=prefill|decode|both --device=cpu|cuda:N "
+      "shardserve-worker --coordinator=HOST:PORT --pool=prefill|decode|both --device=cpu "
       "[--threads=N] [--model=PATH_OR_NAME] [--host=ADDRESS] [--service_port=N] "
       "[--metrics_port=N]");
   absl::ParseCommandLine(argc, argv);
@@ -93,6 +93,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.device = absl::GetFlag(FLAGS_device);
+  if (options.device != "cpu") {
+    // The decoder's kernels and the KV cache are CPU only so far (kernels/cuda/ holds the first
+    // CUDA kernels, built with --config=cuda but not yet a backend): refuse rather than
+    // silently computing on the CPU of a worker that was asked for a GPU.
+    std::fprintf(stderr,
+                 "shardserve-worker: --device=%s is not supported yet: the engine runs on the CPU "
+                 "only (use --device=cpu)\n",
+                 options.device.c_str());
+    return 2;
+  }
   options.num_threads = absl::GetFlag(FLAGS_threads);
   options.model = absl::GetFlag(FLAGS_model);
   options.host = absl::GetFlag(FLAGS_host).empty() ? HostName() : absl::GetFlag(FLAGS_host);
