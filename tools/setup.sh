@@ -18,7 +18,7 @@ done
 
 APT_PACKAGES=(
   bazel-bootstrap bazel-rules-java bazel-platforms bazel-skylib
-  g++ pkg-config python3 python3-pip unzip
+  g++ pkg-config python3 python3-pip python3-yaml unzip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev libbenchmark-dev
