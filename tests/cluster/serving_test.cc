@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -27,6 +28,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "gtest/gtest.h"
 #include "model/model_bundle.h"
+#include "nlohmann/json.hpp"
 #include "proto/shardserve/v1/inference.grpc.pb.h"
 #include "worker/engine.h"
 
@@ -414,6 +416,83 @@ TEST_F(ServingTest, HealthAndModels) {
   ASSERT_TRUE(stub_->Tokenize(&tokenize_context, tokenize, &tokens).ok());
   EXPECT_EQ(std::vector<int32_t>(tokens.token_ids().begin(), tokens.token_ids().end()),
             Encode("Hello, world!"));
+}
+
+// Runs the shardserve CLI to completion; its exit code and output (stdout and stderr).
+std::pair<int, std::string> RunCli(const std::vector<std::string>& args, absl::Duration timeout) {
+  ChildProcesses children(TempDir());
+  std::vector<std::string> argv = {Runfile("tools/shardserve")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const pid_t pid = children.Spawn("cli", argv);
+  const absl::optional<int> code = children.WaitExit(pid, timeout);
+  return {code.has_value() ? *code : -1, children.Output(pid)};
+}
+
+// The JSON object on the first line of `out` that starts with '{'.
+nlohmann::json FirstJsonLine(const std::string& out) {
+  for (size_t at = 0; at < out.size();) {
+    size_t end = out.find('\n', at);
+    if (end == std::string::npos) end = out.size();
+    if (out[at] == '{') return nlohmann::json::parse(out.substr(at, end - at), nullptr, false);
+    at = end + 1;
+  }
+  return nlohmann::json();
+}
+
+TEST_F(ServingTest, GenerateCommandStreamsAndReportsJson) {
+  const std::string text = "The capital of France is";
+  const auto [code, out] = RunCli({"generate", "--server=" + *address_, "--prompt=" + text,
+                                   "--max_tokens=8", "--ignore_eos", "--temperature=0", "--json"},
+                                  kCallTimeout);
+  ASSERT_EQ(code, 0) << out;
+  const nlohmann::json j = FirstJsonLine(out);
+  ASSERT_TRUE(j.is_object()) << out;
+  EXPECT_EQ(j["token_ids"].get<std::vector<int32_t>>(), Offline(Encode(text), 8)) << out;
+  EXPECT_EQ(j["finish_reason"], "length");
+  EXPECT_GT(j["ttft_ms"].get<double>(), 0);
+  EXPECT_EQ(j["prompt_tokens"].get<int>(), static_cast<int>(Encode(text).size()));
+  EXPECT_EQ(j["completion_tokens"].get<int>(), 8);
+  auto decoded = bundle_->tokenizer->Decode(j["token_ids"].get<std::vector<int32_t>>(),
+                                            /*skip_special_tokens=*/true);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(j["text"].get<std::string>(), *decoded);
+}
+
+TEST_F(ServingTest, BenchCommandReportsEveryRequest) {
+  const auto [code, out] =
+      RunCli({"bench", "--server=" + *address_, "--num_prompts=6", "--request_rate=inf",
+              "--max_concurrency=3", "--input_len=16", "--output_len=4", "--seed=7", "--json"},
+             kCallTimeout);
+  ASSERT_EQ(code, 0) << out;
+  const size_t at = out.find('{');
+  ASSERT_NE(at, std::string::npos) << out;
+  const nlohmann::json j = nlohmann::json::parse(out.substr(at), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << out;
+  EXPECT_EQ(j["successful_requests"].get<int>(), 6) << out;
+  EXPECT_EQ(j["failed_requests"].get<int>(), 0) << out;
+  EXPECT_EQ(j["total_output_tokens"].get<int>(), 24) << out;
+  EXPECT_GT(j["p50_ttft_ms"].get<double>(), 0) << out;
+  EXPECT_GT(j["output_throughput"].get<double>(), 0) << out;
+}
+
+// The README's one-command demo: a cluster starts, answers one prompt, and is stopped.
+TEST(ServeDemoTest, ServeWithPromptAnswersAndExits) {
+  if (ModelPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+  const auto [code, out] = RunCli(
+      {"serve", "--model=" + ModelPath(), "--port=0", "--threads=1", "--log_dir=" + TempDir(),
+       "--chat", "--prompt=Name a primary colour.", "--max_tokens=8", "--ignore_eos"},
+      kReadyTimeout);
+  ASSERT_EQ(code, 0) << out;
+  // Everything but serve's own status lines is the streamed answer.
+  std::string answer;
+  for (size_t at = 0; at < out.size();) {
+    size_t end = out.find('\n', at);
+    if (end == std::string::npos) end = out.size();
+    const std::string line = out.substr(at, end - at);
+    if (line.rfind("shardserve serve:", 0) != 0 && line.rfind("ready:", 0) != 0) answer += line;
+    at = end + 1;
+  }
+  EXPECT_FALSE(answer.empty()) << out;
 }
 
 // A cluster whose leader runs one request at a time and queues at most one more.
