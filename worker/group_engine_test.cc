@@ -269,7 +269,13 @@ TEST(SmolLm2GroupEngineTest, GreedyTokensEqualSingleProcessEngine) {
     }
     cases.push_back(std::move(c));
   }
-  // The three prompts whose greedy choices stay clear the longest.
+  // The three prompts whose greedy choices stay clear the longest, among those longer than one
+  // KV block (ExpectGroupTokens checks that the second run reuses cached prompt blocks).
+  cases.erase(std::remove_if(cases.begin(), cases.end(),
+                             [](const Case& c) {
+                               return static_cast<int64_t>(c.prompt.size()) <= Options().block_size;
+                             }),
+              cases.end());
   std::sort(cases.begin(), cases.end(),
             [](const Case& a, const Case& b) { return a.stable > b.stable; });
   cases.resize(3);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -67,7 +68,14 @@ ServingEngine::ServingEngine(GroupEngine* engine, const ServingOptions& options)
       vocab_size_(engine->config().vocab_size),
       blocks_(static_cast<int>(engine->num_kv_blocks()),
               static_cast<int>(engine->kv_cache_shape().block_size)),
-      scheduler_(&blocks_, options.scheduler),
+      // Submit enforces max_waiting (against the last published count plus the inbox), so a
+      // request it accepted is never refused later when the engine thread takes it in.
+      scheduler_(&blocks_,
+                 [&] {
+                   SchedulerOptions o = options.scheduler;
+                   o.max_waiting = std::numeric_limits<int>::max();
+                   return o;
+                 }()),
       sampler_([&] {
         std::vector<int32_t> eos;
         for (int64_t id : engine->config().eos_token_ids) eos.push_back(static_cast<int32_t>(id));
@@ -164,6 +172,11 @@ void ServingEngine::TakeInbox() {
       continue;
     }
     active_.emplace(seq_id, std::move(a));
+  }
+  {
+    // Submit counts the scheduler's waiting queue: publish it before the inbox looks empty.
+    absl::MutexLock lock(&mu_);
+    load_.waiting = scheduler_.num_waiting();
   }
   std::vector<int64_t> cancelled;
   for (const auto& [seq_id, a] : active_) {

@@ -21,6 +21,8 @@ namespace {
 constexpr int64_t kDefaultMaxDecodeRows = 96;
 // Output columns per ParallelFor grain and per dot_tile call.
 constexpr int64_t kColumnGrain = 16;
+// Rows of x from which MatMulDecode packs them on the pool rather than the calling thread.
+constexpr int64_t kMinParallelPackRows = 4;
 // F32 bytes of weights dequantized per sgemm call: large enough for sgemm to run near peak,
 // small enough to stay in L2.
 constexpr int64_t kDequantTileBytes = 256 * 1024;
@@ -89,10 +91,19 @@ void MatMulDecode(const TensorView& x, const TensorView& w, const TensorView& y,
   if (!IsFloatType(w.dtype)) {
     x_stride = PackedActivationBytes(w.dtype, k);
     if (packed.size() < static_cast<size_t>(m * x_stride)) packed.resize(m * x_stride);
-    for (int64_t i = 0; i < m; ++i) {
-      PackActivations(w.dtype, x.row<float>(i), k, packed.data() + i * x_stride, isa);
+    uint8_t* dst = packed.data();
+    auto pack = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        PackActivations(w.dtype, x.row<float>(i), k, dst + i * x_stride, isa);
+      }
+    };
+    // With several rows the packing is worth spreading over the pool; one row is not.
+    if (m >= kMinParallelPackRows) {
+      RunParallel(pool, m, 1, pack);
+    } else {
+      pack(0, m);
     }
-    xp = packed.data();
+    xp = dst;
   }
   float* y0 = y.row<float>(0);
   const int64_t y_stride = y.stride_bytes() / static_cast<int64_t>(sizeof(float));

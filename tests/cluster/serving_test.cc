@@ -503,19 +503,26 @@ TEST(ServingQueueTest, AFullQueueAnswersResourceExhaustedAtOnce) {
   ASSERT_FALSE(address.empty()) << cluster.Output();
   auto stub = v1::InferenceService::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  // The first request runs alone (its first token shows it left the queue); then five more
+  // arrive at once: one may wait, the others are refused at once.
   constexpr int kRequests = 6;
   std::vector<Streamed> results(kRequests);
   std::vector<absl::Duration> took(kRequests);
+  absl::Notification first_running;
   std::vector<std::thread> threads;
-  for (int i = 0; i < kRequests; ++i) {
-    threads.emplace_back([&, i] {
-      grpc::ClientContext context;
-      context.set_deadline(Deadline(kCallTimeout));
-      const absl::Time start = absl::Now();
-      results[i] = Drain(&context, stub.get(), GreedyTokens({1, 2, 3, 4 + i}, 64));
-      took[i] = absl::Now() - start;
-    });
-  }
+  auto send = [&](int i) {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline(kCallTimeout));
+    const absl::Time start = absl::Now();
+    results[i] = Drain(&context, stub.get(), GreedyTokens({1, 2, 3, 4 + i}, 64),
+                       [&](const Streamed& so_far) {
+                         if (i == 0 && so_far.responses == 1) first_running.Notify();
+                       });
+    took[i] = absl::Now() - start;
+  };
+  threads.emplace_back(send, 0);
+  ASSERT_TRUE(first_running.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  for (int i = 1; i < kRequests; ++i) threads.emplace_back(send, i);
   for (std::thread& t : threads) t.join();
   int ok = 0, exhausted = 0;
   for (int i = 0; i < kRequests; ++i) {
@@ -529,6 +536,7 @@ TEST(ServingQueueTest, AFullQueueAnswersResourceExhaustedAtOnce) {
       ++exhausted;
     }
   }
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status.error_message();
   EXPECT_GE(ok, 2);
   EXPECT_GE(exhausted, 1);
 }
