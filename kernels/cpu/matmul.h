@@ -39,8 +39,10 @@ absl::Status MatMul(const TensorView& x, const TensorView& w, const TensorView& 
 
 // Tuning knobs and an explicit kernel level, for tests and benchmarks.
 struct MatMulOptions {
-  Isa isa = Isa::kScalar;        // REQUIRES: <= MaxSupportedIsa()
-  int64_t max_decode_rows = -1;  // m at or below this uses the integer path; -1: default
+  Isa isa = Isa::kScalar;  // REQUIRES: <= MaxSupportedIsa()
+  // m at or below this uses the row-by-row (integer for quantized weights) path; -1: the
+  // default (quantized weights always, float weights up to 96 rows).
+  int64_t max_decode_rows = -1;
 };
 absl::Status MatMulWithOptions(const TensorView& x, const TensorView& w, const TensorView& y,
                                ThreadPool* pool, const MatMulOptions& options);
