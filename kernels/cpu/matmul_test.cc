@@ -136,28 +136,33 @@ TEST(MatMulTest, RowResultsDoNotDependOnBatchSize) {
   const int64_t n = 53;
   ThreadPool pool2(2);
   for (DType type : kWeightTypes) {
-    const int64_t k = BlockSize(type) == 256 ? 512 : 192;
-    Weights w = MakeWeights(type, n, k, &rng);
-    const std::vector<float> xbuf = RandomVec(8 * k, &rng, 1.0f);
-    for (int level = 0; level <= static_cast<int>(MaxSupportedIsa()); ++level) {
-      MatMulOptions options;
-      options.isa = static_cast<Isa>(level);
-      SCOPED_TRACE(DTypeName(type) + " " + IsaName(options.isa));
-      std::vector<float> alone(n);
-      TensorView x1 = TensorView::Cpu(xbuf.data(), DType::kF32, {1, k});
-      ASSERT_TRUE(MatMulWithOptions(x1, w.view, TensorView::Cpu(alone.data(), DType::kF32, {1, n}),
-                                    nullptr, options)
-                      .ok());
-      for (int64_t m : {2, 3, 5, 8}) {
-        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
-          std::vector<float> batched(m * n);
-          TensorView xm = TensorView::Cpu(xbuf.data(), DType::kF32, {m, k});
-          ASSERT_TRUE(MatMulWithOptions(xm, w.view,
-                                        TensorView::Cpu(batched.data(), DType::kF32, {m, n}), pool,
-                                        options)
-                          .ok());
-          for (int64_t j = 0; j < n; ++j) {
-            ASSERT_EQ(batched[j], alone[j]) << "m=" << m << " column " << j;
+    // Several k per type: the multi-row tiles work through the blocks in chunks (576 and 1568
+    // give two and four chunks, the last one partial), the single row straight through.
+    for (int64_t k : BlockSize(type) == 256 ? std::vector<int64_t>{512, 1536}
+                                            : std::vector<int64_t>{192, 576, 1568}) {
+      Weights w = MakeWeights(type, n, k, &rng);
+      const std::vector<float> xbuf = RandomVec(8 * k, &rng, 1.0f);
+      for (int level = 0; level <= static_cast<int>(MaxSupportedIsa()); ++level) {
+        MatMulOptions options;
+        options.isa = static_cast<Isa>(level);
+        SCOPED_TRACE(DTypeName(type) + " " + IsaName(options.isa));
+        std::vector<float> alone(n);
+        TensorView x1 = TensorView::Cpu(xbuf.data(), DType::kF32, {1, k});
+        ASSERT_TRUE(MatMulWithOptions(x1, w.view,
+                                      TensorView::Cpu(alone.data(), DType::kF32, {1, n}), nullptr,
+                                      options)
+                        .ok());
+        for (int64_t m : {2, 3, 5, 8}) {
+          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+            std::vector<float> batched(m * n);
+            TensorView xm = TensorView::Cpu(xbuf.data(), DType::kF32, {m, k});
+            ASSERT_TRUE(MatMulWithOptions(xm, w.view,
+                                          TensorView::Cpu(batched.data(), DType::kF32, {m, n}),
+                                          pool, options)
+                            .ok());
+            for (int64_t j = 0; j < n; ++j) {
+              ASSERT_EQ(batched[j], alone[j]) << "k=" << k << " m=" << m << " column " << j;
+            }
           }
         }
       }
