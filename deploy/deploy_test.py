@@ -93,7 +93,7 @@ def metric_families():
     families = {}
     problems = []
     pattern = re.compile(
-        r'(Histogram\(registry,|Counter\(registry,|BuildHistogram\(\)|BuildCounter\(\)|'
+        r'(Histogram\(registry,|Counter\(registry,|Gauge\(registry,|BuildHistogram\(\)|BuildCounter\(\)|'
         r'BuildGauge\(\))\s*(?:\.Name\()?\s*"(shardserve_[a-z0-9_]+)"')
     for path in METRIC_SOURCES:
         text = read(path)

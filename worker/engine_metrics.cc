@@ -13,64 +13,51 @@ const prometheus::Histogram::BucketBoundaries kBatchBuckets = {1,  2,  4,   8,  
 const prometheus::Histogram::BucketBoundaries kStepBuckets = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
-prometheus::Labels Labels(const std::string& pool, const std::string& group) {
-  return {{"pool", pool}, {"group", group}};
+prometheus::Gauge& Gauge(prometheus::Registry& registry, const char* name, const char* help,
+                         const prometheus::Labels& labels) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add(labels);
+}
+
+prometheus::Counter& Counter(prometheus::Registry& registry, const char* name, const char* help,
+                             const prometheus::Labels& labels) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add(labels);
+}
+
+prometheus::Histogram& Histogram(prometheus::Registry& registry, const char* name, const char* help,
+                                 const prometheus::Labels& labels,
+                                 const prometheus::Histogram::BucketBoundaries& buckets) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add(labels, buckets);
 }
 
 }  // namespace
 
 EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& pool, int group_id)
-    : running_(prometheus::BuildGauge()
-                   .Name("shardserve_num_requests_running")
-                   .Help("Requests in the group's running batch")
-                   .Register(registry)
-                   .Add(Labels(pool, std::to_string(group_id)))),
-      waiting_(prometheus::BuildGauge()
-                   .Name("shardserve_num_requests_waiting")
-                   .Help("Requests queued on the group's leader")
-                   .Register(registry)
-                   .Add(Labels(pool, std::to_string(group_id)))),
-      kv_usage_(prometheus::BuildGauge()
-                    .Name("shardserve_kv_cache_usage_perc")
-                    .Help("Fraction of KV blocks in use by some request (1 = full)")
-                    .Register(registry)
-                    .Add(Labels(pool, std::to_string(group_id)))),
-      prefix_queries_(prometheus::BuildCounter()
-                          .Name("shardserve_prefix_cache_queries_total")
-                          .Help("Prompt tokens looked up in the prefix cache")
-                          .Register(registry)
-                          .Add(Labels(pool, std::to_string(group_id)))),
-      prefix_hits_(prometheus::BuildCounter()
-                       .Name("shardserve_prefix_cache_hits_total")
-                       .Help("Prompt tokens found in the prefix cache")
-                       .Register(registry)
-                       .Add(Labels(pool, std::to_string(group_id)))),
-      preemptions_(prometheus::BuildCounter()
-                       .Name("shardserve_num_preemptions_total")
-                       .Help("Requests preempted (to be recomputed) because KV blocks ran out")
-                       .Register(registry)
-                       .Add(Labels(pool, std::to_string(group_id)))),
-      batch_size_(prometheus::BuildHistogram()
-                      .Name("shardserve_batch_size")
-                      .Help("Sequences per engine step")
-                      .Register(registry)
-                      .Add(Labels(pool, std::to_string(group_id)), kBatchBuckets)),
-      iteration_tokens_(prometheus::BuildHistogram()
-                            .Name("shardserve_iteration_tokens_total")
-                            .Help("Tokens per engine step (decode plus prefill)")
-                            .Register(registry)
-                            .Add(Labels(pool, std::to_string(group_id)), kTokenBuckets)),
-      step_seconds_(prometheus::BuildHistogram()
-                        .Name("shardserve_step_duration_seconds")
-                        .Help("Wall time of one engine step across the group")
-                        .Register(registry)
-                        .Add(Labels(pool, std::to_string(group_id)), kStepBuckets)),
+    : labels_{{"pool", pool}, {"group", std::to_string(group_id)}},
+      running_(Gauge(registry, "shardserve_num_requests_running",
+                     "Requests in the group's running batch", labels_)),
+      waiting_(Gauge(registry, "shardserve_num_requests_waiting",
+                     "Requests queued on the group's leader", labels_)),
+      kv_usage_(Gauge(registry, "shardserve_kv_cache_usage_perc",
+                      "Fraction of KV blocks in use by some request (1 = full)", labels_)),
+      prefix_queries_(Counter(registry, "shardserve_prefix_cache_queries_total",
+                              "Prompt tokens looked up in the prefix cache", labels_)),
+      prefix_hits_(Counter(registry, "shardserve_prefix_cache_hits_total",
+                           "Prompt tokens found in the prefix cache", labels_)),
+      preemptions_(Counter(registry, "shardserve_num_preemptions_total",
+                           "Requests preempted (to be recomputed) because KV blocks ran out",
+                           labels_)),
+      batch_size_(Histogram(registry, "shardserve_batch_size", "Sequences per engine step", labels_,
+                            kBatchBuckets)),
+      iteration_tokens_(Histogram(registry, "shardserve_iteration_tokens_total",
+                                  "Tokens per engine step (decode plus prefill)", labels_,
+                                  kTokenBuckets)),
+      step_seconds_(Histogram(registry, "shardserve_step_duration_seconds",
+                              "Wall time of one engine step across the group", labels_,
+                              kStepBuckets)),
       finished_(prometheus::BuildCounter()
                     .Name("shardserve_engine_requests_finished_total")
                     .Help("Requests the group's engine ended, by reason")
-                    .Register(registry)),
-      pool_(pool),
-      group_(std::to_string(group_id)) {}
+                    .Register(registry)) {}
 
 void EngineMetrics::RecordStep(int64_t num_seqs, int64_t num_tokens, double seconds) {
   batch_size_.Observe(static_cast<double>(num_seqs));
@@ -96,7 +83,9 @@ void EngineMetrics::RecordState(int running, int waiting, double kv_usage,
 }
 
 void EngineMetrics::RecordFinish(const std::string& reason) {
-  finished_.Add({{"pool", pool_}, {"group", group_}, {"finished_reason", reason}}).Increment();
+  prometheus::Labels labels = labels_;
+  labels.emplace("finished_reason", reason);
+  finished_.Add(labels).Increment();
 }
 
 }  // namespace shardserve

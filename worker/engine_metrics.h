@@ -37,6 +37,7 @@ class EngineMetrics {
   void RecordFinish(const std::string& reason);
 
  private:
+  const prometheus::Labels labels_;  // pool and group
   prometheus::Gauge& running_;
   prometheus::Gauge& waiting_;
   prometheus::Gauge& kv_usage_;
@@ -47,8 +48,6 @@ class EngineMetrics {
   prometheus::Histogram& iteration_tokens_;
   prometheus::Histogram& step_seconds_;
   prometheus::Family<prometheus::Counter>& finished_;
-  const std::string pool_;
-  const std::string group_;
   int64_t last_prefix_queried_ = 0;
   int64_t last_prefix_hits_ = 0;
   int64_t last_preemptions_ = 0;

@@ -270,10 +270,17 @@ void ServingEngine::DeliverTokens(const SchedulerOutput& out, absl::Span<float> 
 
 void ServingEngine::FailAll(const absl::Status& status) {
   LOG(ERROR) << "the engine group failed: " << status;
+  {
+    absl::MutexLock lock(&mu_);
+    failure_ = status;  // Submit refuses from now on, so the inbox taken below stays empty
+  }
+  EndAll(status);
+}
+
+void ServingEngine::EndAll(const absl::Status& status) {
   std::vector<std::pair<int64_t, Active>> incoming;
   {
     absl::MutexLock lock(&mu_);
-    failure_ = status;
     incoming.swap(inbox_);
   }
   for (auto& [seq_id, a] : incoming) EndEarly(a, status);
@@ -349,18 +356,7 @@ void ServingEngine::Loop() {
     DeliverTokens(out, absl::MakeSpan(logits_));
     UpdateLoad(last_ping - t0, out.num_batched_tokens, static_cast<int64_t>(out.chunks.size()));
   }
-  const absl::Status stopped = absl::CancelledError("this worker is shutting down");
-  std::vector<std::pair<int64_t, Active>> incoming;
-  {
-    absl::MutexLock lock(&mu_);
-    incoming.swap(inbox_);
-  }
-  for (auto& [seq_id, a] : incoming) EndEarly(a, stopped);
-  for (auto& [seq_id, a] : active_) {
-    scheduler_.Finish(seq_id);
-    EndEarly(a, stopped);
-  }
-  active_.clear();
+  EndAll(absl::CancelledError("this worker is shutting down"));
 }
 
 }  // namespace shardserve

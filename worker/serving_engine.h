@@ -172,7 +172,11 @@ class ServingEngine {
   void FinishSequence(int64_t seq_id, FinishReason reason);
   // Ends a request early with `status` (cancelled, failed). Engine thread.
   void EndEarly(Active& a, const absl::Status& status);
+  // Records the group's failure, then EndAll. Engine thread.
   void FailAll(const absl::Status& status);
+  // Ends every queued and active request with `status` and frees their blocks. Engine thread,
+  // once Submit refuses new requests (failure or shutdown).
+  void EndAll(const absl::Status& status);
   void UpdateLoad(double step_seconds, int64_t step_tokens, int64_t step_seqs);
 
   GroupEngine* const engine_;

@@ -98,6 +98,29 @@ std::unique_ptr<GroupEngine> SingleRank(const WeightSource* weights, int64_t num
   return engine.ok() ? std::move(*engine) : nullptr;
 }
 
+// A TP=2 group in one process: LocalCommunicators for the control and tensor-parallel groups,
+// one GroupEngine per rank (rank 0 leads).
+struct TwoRanks {
+  void Start(const WeightSource* weights, const ParallelLayout& layout, absl::Duration timeout) {
+    control = LocalCommunicator::CreateGroup(2, timeout);
+    tp = LocalCommunicator::CreateGroup(2, timeout);
+    for (int r = 0; r < 2; ++r) {
+      auto shard = MakeShardSpec(weights->config(), layout, r, 0);
+      ASSERT_TRUE(shard.ok()) << shard.status();
+      GroupComms comms;
+      comms.control = control[r].get();
+      comms.decoder.tp = tp[r].get();
+      auto engine = GroupEngine::Create(weights, *shard, comms, Options(64));
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      ranks.push_back(std::move(*engine));
+    }
+  }
+
+  std::vector<std::unique_ptr<LocalCommunicator>> control;
+  std::vector<std::unique_ptr<LocalCommunicator>> tp;
+  std::vector<std::unique_ptr<GroupEngine>> ranks;
+};
+
 ServingOptions Serving(int max_num_seqs, int budget, int max_waiting = 256) {
   ServingOptions o;
   o.scheduler.max_num_seqs = max_num_seqs;
@@ -232,20 +255,9 @@ TEST(ServingEngineTest, PreemptionByRecomputeKeepsOutputsExact) {
 TEST(ServingEngineTest, TwoRankGroupMatchesTheEngineAlone) {
   auto weights = Open("qwen2moe");
   ASSERT_NE(weights, nullptr);
-  const ParallelLayout layout{2, 1, 2};
-  auto control = LocalCommunicator::CreateGroup(2, absl::Seconds(30));
-  auto tp = LocalCommunicator::CreateGroup(2, absl::Seconds(30));
-  std::vector<std::unique_ptr<GroupEngine>> ranks;
-  for (int r = 0; r < 2; ++r) {
-    auto shard = MakeShardSpec(weights->config(), layout, r, 0);
-    ASSERT_TRUE(shard.ok()) << shard.status();
-    GroupComms comms;
-    comms.control = control[r].get();
-    comms.decoder.tp = tp[r].get();
-    auto engine = GroupEngine::Create(weights.get(), *shard, comms, Options(64));
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    ranks.push_back(std::move(*engine));
-  }
+  TwoRanks group;
+  ASSERT_NO_FATAL_FAILURE(group.Start(weights.get(), ParallelLayout{2, 1, 2}, absl::Seconds(30)));
+  auto& ranks = group.ranks;
   absl::Status follower;
   std::thread t([&] { follower = ranks[1]->ServeFollower(); });
   int64_t preemptions = 0;
@@ -348,20 +360,9 @@ TEST(ServingEngineTest, StopsOnStopTokenAfterMinTokens) {
 TEST(ServingEngineTest, AFailedGroupFailsEveryRequest) {
   auto weights = Open("llama");
   ASSERT_NE(weights, nullptr);
-  const ParallelLayout layout{2, 1, 1};
-  auto control = LocalCommunicator::CreateGroup(2, absl::Seconds(2));
-  auto tp = LocalCommunicator::CreateGroup(2, absl::Seconds(2));
-  std::vector<std::unique_ptr<GroupEngine>> ranks;
-  for (int r = 0; r < 2; ++r) {
-    auto shard = MakeShardSpec(weights->config(), layout, r, 0);
-    ASSERT_TRUE(shard.ok()) << shard.status();
-    GroupComms comms;
-    comms.control = control[r].get();
-    comms.decoder.tp = tp[r].get();
-    auto engine = GroupEngine::Create(weights.get(), *shard, comms, Options(64));
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    ranks.push_back(std::move(*engine));
-  }
+  TwoRanks group;
+  ASSERT_NO_FATAL_FAILURE(group.Start(weights.get(), ParallelLayout{2, 1, 1}, absl::Seconds(2)));
+  auto& ranks = group.ranks;
   // The follower leaves after its first few plans, as if its process died.
   int plans = 0;
   std::thread t([&] { (void)ranks[1]->ServeFollower([&] { return ++plans >= 3; }); });
