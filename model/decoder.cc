@@ -353,7 +353,8 @@ absl::Status Decoder::Logits(const OpContext& ctx, const ForwardBatch& batch, fl
 }
 
 absl::Status Decoder::Forward(const OpContext& ctx, const ForwardBatch& batch,
-                              absl::Span<const KvLayerView> kv, float* logits) {
+                              absl::Span<const KvLayerView> kv, float* logits,
+                              const LayerHook& after_attention) {
   const ModelConfig& c = config_;
   const int64_t n = batch.num_tokens();
   const int64_t num_layers = shard_.layers.size();
@@ -389,6 +390,7 @@ absl::Status Decoder::Forward(const OpContext& ctx, const ForwardBatch& batch,
     const LayerWeights& w = weights_->layer(i);
     RETURN_IF_ERROR(ops::RmsNorm(ctx, hidden, w.attn_norm.view(), c.rms_norm_eps, normed));
     RETURN_IF_ERROR(Attention(ctx, w, batch, kv[i]));
+    if (after_attention) RETURN_IF_ERROR(after_attention(shard_.layers.begin + i));
     RETURN_IF_ERROR(ops::RmsNorm(ctx, hidden, w.ffn_norm.view(), c.rms_norm_eps, normed));
     if (c.is_moe()) {
       RETURN_IF_ERROR(Moe(ctx, w, n));

@@ -35,6 +35,7 @@
 #define SHARDSERVE_MODEL_DECODER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -106,8 +107,14 @@ class Decoder {
   // REQUIRES: kv.size() == shard().layers.size(), each view holding shard().kv_heads.size()
   // heads; the cache blocks named by the batch exist; every rank of the group runs the same
   // batch.
+  //
+  // `after_attention`, when given, runs after each layer's attention has written that layer's
+  // K and V (the model's layer index), before its MLP: it may read the layer's KV cache, e.g.
+  // to ship it to another group while the rest of the step computes. Its error ends the step.
+  using LayerHook = std::function<absl::Status(int64_t layer)>;
   absl::Status Forward(const OpContext& ctx, const ForwardBatch& batch,
-                       absl::Span<const KvLayerView> kv, float* logits);
+                       absl::Span<const KvLayerView> kv, float* logits,
+                       const LayerHook& after_attention = nullptr);
 
   // Bytes of weights this rank reads per forward pass of one token (for bandwidth reports).
   int64_t WeightBytesPerToken() const { return weights_->bytes_per_token(); }

@@ -99,7 +99,8 @@ void BlockAllocator::Uncache(Block& block) {
   block.token_ids.clear();
 }
 
-absl::StatusOr<int> BlockAllocator::Allocate(SeqId seq_id, absl::Span<const int32_t> token_ids) {
+absl::StatusOr<int> BlockAllocator::Allocate(SeqId seq_id, absl::Span<const int32_t> token_ids,
+                                             bool use_prefix_cache) {
   if (token_ids.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("sequence ", seq_id, " has no tokens"));
   }
@@ -112,7 +113,8 @@ absl::StatusOr<int> BlockAllocator::Allocate(SeqId seq_id, absl::Span<const int3
 
   std::vector<int32_t> hits;
   int evictable_hits = 0;
-  if (enable_prefix_caching_) {
+  const bool lookup = enable_prefix_caching_ && use_prefix_cache;
+  if (lookup) {
     // Stop one token short of the end: the last prompt token must run to produce logits.
     const int max_hits = (num_tokens - 1) / block_size_;
     ExtendHashes(seq, max_hits);
@@ -140,7 +142,7 @@ absl::StatusOr<int> BlockAllocator::Allocate(SeqId seq_id, absl::Span<const int3
   seq.num_committed_blocks = static_cast<int>(hits.size());
 
   const int num_cached_tokens = static_cast<int>(hits.size()) * block_size_;
-  if (enable_prefix_caching_) {
+  if (lookup) {
     stats_.queried_tokens += num_tokens;
     stats_.hit_tokens += num_cached_tokens;
   }

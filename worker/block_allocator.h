@@ -78,7 +78,10 @@ class BlockAllocator {
   // always less than token_ids.size() so that the last token is computed and yields logits.
   // Errors (nothing changes): INVALID_ARGUMENT for no tokens, ALREADY_EXISTS for a known
   // seq_id, RESOURCE_EXHAUSTED when the free blocks do not suffice.
-  absl::StatusOr<int> Allocate(SeqId seq_id, absl::Span<const int32_t> token_ids);
+  // With use_prefix_cache false every block is a fresh private one (returns 0): for KV that
+  // arrives from elsewhere and is written into the blocks, which must not be shared while it is.
+  absl::StatusOr<int> Allocate(SeqId seq_id, absl::Span<const int32_t> token_ids,
+                               bool use_prefix_cache = true);
 
   // Whether AppendTokens(seq_id, num_tokens tokens) would succeed. REQUIRES: HasSequence.
   bool CanAppendTokens(SeqId seq_id, int num_tokens) const;

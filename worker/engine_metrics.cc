@@ -57,7 +57,16 @@ EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& 
       finished_(prometheus::BuildCounter()
                     .Name("shardserve_engine_requests_finished_total")
                     .Help("Requests the group's engine ended, by reason")
-                    .Register(registry)) {}
+                    .Register(registry)),
+      kv_transfer_bytes_(Counter(registry, "shardserve_kv_transfer_bytes_total",
+                                 "KV cache bytes sent from prefill to decode groups", labels_)),
+      kv_transfer_seconds_(Histogram(registry, "shardserve_kv_transfer_seconds",
+                                     "Seconds from a prompt's first KV layer sent to the decode "
+                                     "group's confirmation",
+                                     labels_, kStepBuckets)),
+      kv_transfer_failures_(Counter(registry, "shardserve_kv_transfer_failures_total",
+                                    "KV transfers that failed, were cancelled or timed out",
+                                    labels_)) {}
 
 void EngineMetrics::RecordStep(int64_t num_seqs, int64_t num_tokens, double seconds) {
   batch_size_.Observe(static_cast<double>(num_seqs));
@@ -87,5 +96,12 @@ void EngineMetrics::RecordFinish(const std::string& reason) {
   labels.emplace("finished_reason", reason);
   finished_.Add(labels).Increment();
 }
+
+void EngineMetrics::RecordKvTransfer(int64_t bytes, double seconds) {
+  kv_transfer_bytes_.Increment(static_cast<double>(bytes));
+  kv_transfer_seconds_.Observe(seconds);
+}
+
+void EngineMetrics::RecordKvTransferFailure() { kv_transfer_failures_.Increment(); }
 
 }  // namespace shardserve

@@ -35,6 +35,11 @@ class EngineMetrics {
                    int64_t prefix_hit_tokens, int64_t preemptions);
   // A request ended: its reason ("stop", "length", "abort", "error").
   void RecordFinish(const std::string& reason);
+  // A prompt's KV sent to a decode group (prefill side): its bytes, all ranks together, and the
+  // seconds from the first layer sent to the last confirmation.
+  void RecordKvTransfer(int64_t bytes, double seconds);
+  // A KV transfer that failed, was cancelled or timed out (either side).
+  void RecordKvTransferFailure();
 
  private:
   const prometheus::Labels labels_;  // pool and group
@@ -48,6 +53,9 @@ class EngineMetrics {
   prometheus::Histogram& iteration_tokens_;
   prometheus::Histogram& step_seconds_;
   prometheus::Family<prometheus::Counter>& finished_;
+  prometheus::Counter& kv_transfer_bytes_;
+  prometheus::Histogram& kv_transfer_seconds_;
+  prometheus::Counter& kv_transfer_failures_;
   int64_t last_prefix_queried_ = 0;
   int64_t last_prefix_hits_ = 0;
   int64_t last_preemptions_ = 0;

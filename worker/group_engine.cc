@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "glog/logging.h"
 
 namespace shardserve {
 namespace {
@@ -11,6 +12,10 @@ namespace {
 // Bounds a plan's size header before anything is allocated for it: a plan carries a few
 // integers per token and per block.
 constexpr int64_t kMaxPlanBytes = int64_t{1} << 30;
+
+// How long a rank's receiver may take to confirm a reservation the prefill group already
+// reported complete.
+constexpr absl::Duration kKvCommitWait = absl::Seconds(2);
 
 }  // namespace
 
@@ -94,12 +99,188 @@ absl::Status GroupEngine::BroadcastPlan(std::string* bytes) {
   return comms_.control->Broadcast(TensorView::Cpu(bytes->data(), DType::kI8, {size}), 0);
 }
 
-absl::Status GroupEngine::RunPlan(const StepPlan& plan, float* logits) {
-  return decoder_->Forward(OpContext::Cpu(pool_.get()), plan.AsForwardBatch(), kv_cache_->layers(),
-                           logits);
+absl::Status GroupEngine::RunPlan(const StepPlan& plan, float* logits,
+                                  std::vector<KvOutcome>* kv_outcomes) {
+  if (plan.kv_work.empty()) {
+    return decoder_->Forward(OpContext::Cpu(pool_.get()), plan.AsForwardBatch(),
+                             kv_cache_->layers(), logits);
+  }
+  v1::StepKvWork work;
+  if (!work.ParseFromString(plan.kv_work)) {
+    return absl::InvalidArgumentError("step plan: unreadable KV work");
+  }
+  const int64_t num_seqs = static_cast<int64_t>(plan.kv_lens.size());
+  for (const v1::StepKvWork::Send& send : work.send()) {
+    if (send.seq_index() < 0 || send.seq_index() >= num_seqs || send.token_begin() < 0 ||
+        send.token_begin() > send.token_end() ||
+        send.token_end() > plan.kv_lens[send.seq_index()]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step plan: KV send of transfer ", send.transfer_id(), " names tokens [",
+                       send.token_begin(), ", ", send.token_end(), ") of sequence ",
+                       send.seq_index(), ", outside the batch"));
+    }
+  }
+  std::vector<KvOutcome> outcomes;
+  auto no_receiver = absl::FailedPreconditionError(
+      absl::StrCat("rank ", group_rank(), " has no KV receiver (not a decode group)"));
+  auto no_sender = absl::FailedPreconditionError(
+      absl::StrCat("rank ", group_rank(), " has no KV sender (not a prefill group)"));
+
+  // Reservations first, so that a step may also use the KV it commits.
+  for (const v1::StepKvWork::Expect& expect : work.expect()) {
+    KvOutcome& o = outcomes.emplace_back();
+    o.kind = KvOutcome::Kind::kExpect;
+    o.transfer_id = expect.transfer_id();
+    if (comms_.kv_receiver == nullptr) {
+      o.status = no_receiver;
+      continue;
+    }
+    KvDestination dst;
+    dst.block_ids.assign(expect.block_ids().begin(), expect.block_ids().end());
+    dst.num_tokens = expect.num_tokens();
+    dst.layers = shard_.layers;
+    dst.kv_heads = shard_.kv_heads;
+    dst.layer_views.assign(kv_cache_->layers().begin(), kv_cache_->layers().end());
+    o.status = comms_.kv_receiver->Expect(expect.transfer_id(), dst);
+  }
+  for (uint64_t id : work.commit()) {
+    KvOutcome& o = outcomes.emplace_back();
+    o.kind = KvOutcome::Kind::kCommit;
+    o.transfer_id = id;
+    // The prefill group confirmed every row before the leader commits, so this does not wait
+    // unless a rank's receiver disagrees; the bound keeps a disagreement from stalling the group.
+    o.status =
+        comms_.kv_receiver == nullptr ? no_receiver : comms_.kv_receiver->Wait(id, kKvCommitWait);
+  }
+  for (uint64_t id : work.cancel()) {
+    if (comms_.kv_receiver != nullptr) comms_.kv_receiver->Cancel(id);
+  }
+
+  if (!plan.token_ids.empty()) {
+    Decoder::LayerHook hook;
+    if (work.send_size() > 0) {
+      hook = [&](int64_t layer) { return SendLayer(work, plan, layer); };
+    }
+    RETURN_IF_ERROR(decoder_->Forward(OpContext::Cpu(pool_.get()), plan.AsForwardBatch(),
+                                      kv_cache_->layers(), logits, hook));
+  }
+
+  auto peers_of = [](const google::protobuf::RepeatedPtrField<v1::KvPeer>& list) {
+    std::vector<KvPeer> peers;
+    for (const v1::KvPeer& p : list) {
+      peers.push_back({p.address(), IndexRange{p.layer_begin(), p.layer_end()},
+                       IndexRange{p.kv_head_begin(), p.kv_head_end()}});
+    }
+    return peers;
+  };
+  for (const v1::StepKvWork::Send& send : work.send()) {
+    if (!send.finish()) continue;
+    KvOutcome& o = outcomes.emplace_back();
+    o.kind = KvOutcome::Kind::kSend;
+    o.transfer_id = send.transfer_id();
+    OutgoingTransfer transfer = outgoing_[send.transfer_id()];
+    outgoing_.erase(send.transfer_id());
+    o.bytes = transfer.bytes;
+    if (comms_.kv_sender == nullptr) {
+      o.status = no_sender;
+      continue;
+    }
+    const absl::Status finished =
+        comms_.kv_sender->Finish(send.transfer_id(), peers_of(send.peers()), transfer.failure);
+    o.status = transfer.failure.ok() ? finished : transfer.failure;
+  }
+  for (const v1::StepKvWork::Abort& abort : work.abort()) {
+    outgoing_.erase(abort.transfer_id());
+    if (comms_.kv_sender == nullptr) continue;
+    const absl::Status s =
+        comms_.kv_sender->Finish(abort.transfer_id(), peers_of(abort.peers()),
+                                 absl::CancelledError("the prefill request was cancelled"));
+    if (!s.ok()) VLOG(1) << "aborting KV transfer " << abort.transfer_id() << ": " << s;
+  }
+  if (outcomes.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(AgreeOutcomes(&outcomes));
+  if (kv_outcomes != nullptr) *kv_outcomes = std::move(outcomes);
+  return absl::OkStatus();
 }
 
-absl::Status GroupEngine::LeaderStep(const StepPlan& plan, float* logits) {
+absl::Status GroupEngine::SendLayer(const v1::StepKvWork& work, const StepPlan& plan,
+                                    int64_t layer) {
+  const KvLayerView& view = kv_cache_->layers()[layer - shard_.layers.begin];
+  const int64_t head_dim = kv_cache_->shape().head_dim;
+  for (const v1::StepKvWork::Send& send : work.send()) {
+    OutgoingTransfer& transfer = outgoing_[send.transfer_id()];
+    if (!transfer.failure.ok() || send.token_begin() == send.token_end()) continue;
+    if (comms_.kv_sender == nullptr) {
+      transfer.failure = absl::FailedPreconditionError(
+          absl::StrCat("rank ", group_rank(), " has no KV sender (not a prefill group)"));
+      continue;
+    }
+    std::vector<KvPeer> peers;
+    for (const v1::KvPeer& p : send.peers()) {
+      peers.push_back({p.address(), IndexRange{p.layer_begin(), p.layer_end()},
+                       IndexRange{p.kv_head_begin(), p.kv_head_end()}});
+    }
+    const int32_t s = send.seq_index();
+    KvSource source;
+    source.view = view;
+    source.block_ids = absl::MakeConstSpan(plan.kv_indices)
+                           .subspan(plan.kv_indptr[s], plan.kv_indptr[s + 1] - plan.kv_indptr[s]);
+    source.num_tokens = send.token_end();
+    source.kv_heads = shard_.kv_heads;
+    source.tokens = IndexRange{send.token_begin(), send.token_end()};
+    absl::Status sent = comms_.kv_sender->SendLayer(send.transfer_id(), peers, layer, source);
+    if (!sent.ok()) {
+      transfer.failure = std::move(sent);
+      continue;
+    }
+    for (const KvPeer& peer : peers) {
+      if (layer < peer.layers.begin || layer >= peer.layers.end) continue;
+      const int64_t heads = std::min(peer.kv_heads.end, shard_.kv_heads.end) -
+                            std::max(peer.kv_heads.begin, shard_.kv_heads.begin);
+      if (heads > 0) {
+        transfer.bytes += 2 * source.tokens.size() * heads * head_dim * int64_t{sizeof(float)};
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GroupEngine::AgreeOutcomes(std::vector<KvOutcome>* outcomes) {
+  if (comms_.control == nullptr || comms_.control->world_size() == 1) return absl::OkStatus();
+  // Per outcome: ranks that failed, the failures' status codes summed (the first failing code
+  // is recovered when one rank failed), and the bytes split so that float sums stay exact.
+  constexpr int kFields = 4;
+  constexpr int64_t kLow = int64_t{1} << 20;
+  std::vector<float> values(outcomes->size() * kFields, 0.0f);
+  for (size_t i = 0; i < outcomes->size(); ++i) {
+    const KvOutcome& o = (*outcomes)[i];
+    values[i * kFields + 0] = o.status.ok() ? 0.0f : 1.0f;
+    values[i * kFields + 1] = static_cast<float>(static_cast<int>(o.status.code()));
+    values[i * kFields + 2] = static_cast<float>(o.bytes / kLow);
+    values[i * kFields + 3] = static_cast<float>(o.bytes % kLow);
+  }
+  RETURN_IF_ERROR(comms_.control->AllReduceSum(
+      TensorView::Cpu(values.data(), DType::kF32, {static_cast<int64_t>(values.size())})));
+  for (size_t i = 0; i < outcomes->size(); ++i) {
+    KvOutcome& o = (*outcomes)[i];
+    const int failed = static_cast<int>(values[i * kFields + 0]);
+    o.bytes = static_cast<int64_t>(values[i * kFields + 2]) * kLow +
+              static_cast<int64_t>(values[i * kFields + 3]);
+    if (!o.status.ok() || failed == 0) continue;
+    // The leader succeeded and others did not.
+    const auto code = failed == 1
+                          ? static_cast<absl::StatusCode>(static_cast<int>(values[i * kFields + 1]))
+                          : absl::StatusCode::kUnavailable;
+    o.status =
+        absl::Status(code, absl::StrCat(failed, " rank(s) of the group failed the KV ",
+                                        o.kind == KvOutcome::Kind::kSend ? "send" : "receive",
+                                        " of transfer ", o.transfer_id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GroupEngine::LeaderStep(const StepPlan& plan, float* logits,
+                                     std::vector<KvOutcome>* kv_outcomes) {
   if (!broken_.ok()) return broken_;
   if (stopped_) return absl::FailedPreconditionError("the group engine was stopped");
   std::string bytes = SerializeStepPlan(plan);
@@ -108,20 +289,22 @@ absl::Status GroupEngine::LeaderStep(const StepPlan& plan, float* logits) {
   }
   if (plan.command == StepPlan::Command::kStop) stopped_ = true;
   if (plan.command != StepPlan::Command::kRun) return absl::OkStatus();
-  if (absl::Status s = RunPlan(plan, logits); !s.ok()) {
+  if (absl::Status s = RunPlan(plan, logits, kv_outcomes); !s.ok()) {
     return Fail(absl::Status(s.code(), absl::StrCat("group step on rank 0: ", s.message())));
   }
   return absl::OkStatus();
 }
 
-absl::Status GroupEngine::RunStep(const StepPlan& plan, float* logits) {
+absl::Status GroupEngine::RunStep(const StepPlan& plan, float* logits,
+                                  std::vector<KvOutcome>* kv_outcomes) {
+  if (kv_outcomes != nullptr) kv_outcomes->clear();
   if (!is_leader()) return absl::FailedPreconditionError("RunStep is for the group leader");
   if (plan.command != StepPlan::Command::kRun) {
     return absl::InvalidArgumentError("RunStep takes RUN plans; use Ping or Stop");
   }
   RETURN_IF_ERROR(ValidateStepPlan(plan, limits()));
   absl::MutexLock lock(&mu_);
-  return LeaderStep(plan, logits);
+  return LeaderStep(plan, logits, kv_outcomes);
 }
 
 absl::Status GroupEngine::Ping() {
@@ -155,7 +338,7 @@ absl::Status GroupEngine::ServeFollower(const std::function<bool()>& should_stop
     if (!plan.ok()) return Fail(plan.status());
     if (plan->command == StepPlan::Command::kStop) return absl::OkStatus();
     if (plan->command == StepPlan::Command::kRun) {
-      if (absl::Status s = RunPlan(*plan, nullptr); !s.ok()) {
+      if (absl::Status s = RunPlan(*plan, nullptr, nullptr); !s.ok()) {
         return Fail(absl::Status(
             s.code(), absl::StrCat("rank ", group_rank(), " step ", step, ": ", s.message())));
       }

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -48,9 +49,11 @@
 #include "model/decoder.h"
 #include "model/shard_spec.h"
 #include "model/weight_source.h"
+#include "proto/shardserve/v1/worker.pb.h"
 #include "worker/block_allocator.h"
 #include "worker/engine.h"
 #include "worker/kv_cache.h"
+#include "worker/kv_transport.h"
 #include "worker/sampler.h"
 #include "worker/sampling_params.h"
 #include "worker/step_plan.h"
@@ -64,6 +67,22 @@ struct GroupComms {
   Communicator* control = nullptr;
   // The decoder's tensor-parallel (per stage) and pipeline communicators.
   DecoderComms decoder;
+  // Disaggregated serving (worker/kv_transport.h): a decode group's ranks receive prompts' KV
+  // into their blocks, a prefill group's ranks send it. Null when the rank does not.
+  KvReceiver* kv_receiver = nullptr;
+  KvSender* kv_sender = nullptr;
+};
+
+// What became of one piece of a step's KV work (StepPlan::kv_work) on all the group's ranks.
+struct KvOutcome {
+  enum class Kind { kExpect, kCommit, kSend };
+  Kind kind = Kind::kExpect;
+  uint64_t transfer_id = 0;
+  // OK when every rank succeeded; otherwise the leader's own error, or one naming how many
+  // other ranks failed and the first failure's code.
+  absl::Status status;
+  // kSend: the bytes every rank of the group sent for the transfer, all steps together.
+  int64_t bytes = 0;
 };
 
 class GroupEngine {
@@ -94,7 +113,14 @@ class GroupEngine {
   // receives [plan.logits_rows.size(), vocab_size]. INVALID_ARGUMENT for a plan outside the KV
   // cache; a failed step breaks the engine as Generate's do. Do not mix with Generate: the two
   // would hand out the same blocks.
-  absl::Status RunStep(const StepPlan& plan, float* logits);
+  //
+  // The plan's kv_work (v1::StepKvWork) is done on every rank: reservations registered,
+  // committed or cancelled before the forward pass, layers sent as each finishes, finished
+  // transfers confirmed after it. `kv_outcomes`, when given, receives one entry per Expect, per
+  // commit and per finishing Send, in that order. A failed KV operation fails only its
+  // transfer, never the step.
+  absl::Status RunStep(const StepPlan& plan, float* logits,
+                       std::vector<KvOutcome>* kv_outcomes = nullptr);
 
   // Blocks in every rank's KV cache (equal on all ranks).
   int64_t num_kv_blocks() const { return kv_cache_->shape().num_blocks; }
@@ -115,10 +141,18 @@ class GroupEngine {
   GroupEngine(const ShardSpec& shard, const GroupComms& comms) : shard_(shard), comms_(comms) {}
 
   // Broadcasts `plan` (leader) and, for RUN, runs it; `logits` receives the requested rows.
-  absl::Status LeaderStep(const StepPlan& plan, float* logits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LeaderStep(const StepPlan& plan, float* logits,
+                          std::vector<KvOutcome>* kv_outcomes = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The size then the bytes of a serialised plan, from the leader to every rank.
   absl::Status BroadcastPlan(std::string* bytes);
-  absl::Status RunPlan(const StepPlan& plan, float* logits);
+  // Runs a RUN plan on this rank, its KV work included; the outcomes of that work, agreed
+  // across the ranks, go to `kv_outcomes` (may be null on followers).
+  absl::Status RunPlan(const StepPlan& plan, float* logits, std::vector<KvOutcome>* kv_outcomes);
+  // Sends layer `layer` of every Send in `work` (the Decoder's after-attention hook).
+  absl::Status SendLayer(const v1::StepKvWork& work, const StepPlan& plan, int64_t layer);
+  // Sums the ranks' views of the outcomes over the control communicator.
+  absl::Status AgreeOutcomes(std::vector<KvOutcome>* outcomes);
   // Records the first failure; every later call returns it.
   absl::Status Fail(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StepPlanLimits limits() const;
@@ -138,6 +172,13 @@ class GroupEngine {
   std::unique_ptr<Sampler> sampler_;
   int64_t next_seq_id_ ABSL_GUARDED_BY(mu_) = 1;
   StepPlan plan_ ABSL_GUARDED_BY(mu_);
+  // Sending transfers on this rank (prefill), from their first Send to their finish or abort:
+  // the first failure (later layers are then skipped) and the bytes sent so far.
+  struct OutgoingTransfer {
+    absl::Status failure;
+    int64_t bytes = 0;
+  };
+  absl::flat_hash_map<uint64_t, OutgoingTransfer> outgoing_;
 };
 
 }  // namespace shardserve

@@ -54,6 +54,29 @@ absl::Status Scheduler::Add(int64_t seq_id, std::vector<int32_t> prompt) {
   return absl::OkStatus();
 }
 
+absl::Status Scheduler::AddComputed(int64_t seq_id, std::vector<int32_t> prompt,
+                                    int32_t first_token) {
+  if (seqs_.contains(seq_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id, " already exists"));
+  }
+  if (prompt.empty() || !blocks_->HasSequence(seq_id) ||
+      blocks_->NumTokens(seq_id) != static_cast<int>(prompt.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence ", seq_id, " needs KV blocks holding its ", prompt.size(), " prompt tokens"));
+  }
+  Sequence seq;
+  seq.num_prompt_tokens = static_cast<int32_t>(prompt.size());
+  seq.tokens = std::move(prompt);
+  seq.num_computed_tokens = seq.num_prompt_tokens;
+  seq.num_reserved_tokens = seq.num_prompt_tokens;
+  blocks_->MarkComputed(seq_id, seq.num_prompt_tokens);
+  auto [it, inserted] = seqs_.emplace(seq_id, std::move(seq));
+  SetState(seq_id, it->second, SequenceState::kRunning);
+  running_.push_back(seq_id);
+  AppendToken(seq_id, first_token);
+  return absl::OkStatus();
+}
+
 SchedulerOutput Scheduler::Schedule() {
   SchedulerOutput out;
   int32_t budget = options_.max_num_batched_tokens;

@@ -77,6 +77,14 @@ class Scheduler {
   // that needs more blocks than the whole cache has.
   absl::Status Add(int64_t seq_id, std::vector<int32_t> prompt);
 
+  // Adds a sequence whose prompt's KV is already in its blocks (computed elsewhere: a prefill
+  // group sent it), running, with `first_token` appended as if sampled after its prompt. The
+  // next Schedule decodes it. Counts towards max_num_seqs like any running sequence; the caller
+  // checks room first (num_running()). INVALID_ARGUMENT unless the BlockAllocator holds the
+  // sequence with exactly the prompt's tokens; ALREADY_EXISTS for a known id. After a later
+  // preemption it is recomputed here like any other sequence.
+  absl::Status AddComputed(int64_t seq_id, std::vector<int32_t> prompt, int32_t first_token);
+
   // Decides the next step (see the file comment). Returns no chunks when nothing can run.
   SchedulerOutput Schedule();
 

@@ -109,9 +109,35 @@ absl::StatusOr<std::unique_ptr<ServingEngine>> ServingEngine::Create(
 
 ServingEngine::~ServingEngine() { Shutdown(); }
 
-absl::StatusOr<std::shared_ptr<ServingRequest>> ServingEngine::Submit(std::vector<int32_t> prompt,
-                                                                      const SamplingParams& params,
-                                                                      std::string request_id) {
+absl::StatusOr<std::shared_ptr<ServingRequest>> ServingEngine::Submit(
+    std::vector<int32_t> prompt, const SamplingParams& params, std::string request_id,
+    const std::optional<RemotePrefill>& remote) {
+  if (remote.has_value() && (options_.prefill_client == nullptr || options_.kv_peers.empty())) {
+    return absl::FailedPreconditionError(
+        "this group cannot take prefilled requests: it is not a decode group");
+  }
+  Active a;
+  a.remote = remote;
+  return Enqueue(std::move(prompt), params, std::move(request_id), std::move(a));
+}
+
+absl::StatusOr<std::shared_ptr<ServingRequest>> ServingEngine::SubmitPrefill(
+    std::vector<int32_t> prompt, const SamplingParams& params, std::string request_id,
+    KvTarget target) {
+  if (target.peers.empty()) {
+    return absl::InvalidArgumentError("a prefill request needs the decode group's ranks");
+  }
+  SamplingParams one = params;
+  one.max_tokens = 1;
+  Active a;
+  a.outgoing = Outgoing{std::move(target)};
+  return Enqueue(std::move(prompt), one, std::move(request_id), std::move(a));
+}
+
+absl::StatusOr<std::shared_ptr<ServingRequest>> ServingEngine::Enqueue(std::vector<int32_t> prompt,
+                                                                       const SamplingParams& params,
+                                                                       std::string request_id,
+                                                                       Active a) {
   RETURN_IF_ERROR(
       CheckGenerateRequest(engine_->config(), engine_->max_context_tokens(), prompt, params));
   absl::MutexLock lock(&mu_);
@@ -122,7 +148,6 @@ absl::StatusOr<std::shared_ptr<ServingRequest>> ServingEngine::Submit(std::vecto
     return absl::ResourceExhaustedError(
         absl::StrCat("the group's queue is full (", waiting, " requests waiting); retry later"));
   }
-  Active a;
   a.request = std::shared_ptr<ServingRequest>(new ServingRequest(std::move(request_id)));
   a.params = params;
   a.history = SequenceHistory(prompt);
@@ -156,6 +181,10 @@ void ServingEngine::Shutdown() {
     wake_.Signal();
   }
   if (thread_.joinable()) thread_.join();
+  // The engine thread cancelled every Prefill call; their completions touch this object.
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* calls) { return *calls == 0; }, &num_prefill_calls_));
 }
 
 void ServingEngine::TakeInbox() {
@@ -165,6 +194,12 @@ void ServingEngine::TakeInbox() {
     incoming.swap(inbox_);
   }
   for (auto& [seq_id, a] : incoming) {
+    if (a.remote.has_value()) {
+      Remote& r = remotes_[seq_id];
+      r.active = std::move(a);
+      remote_waiting_.push_back(seq_id);
+      continue;
+    }
     absl::Span<const int32_t> prompt = a.history.prompt_token_ids();
     absl::Status added = scheduler_.Add(seq_id, std::vector<int32_t>(prompt.begin(), prompt.end()));
     if (!added.ok()) {
@@ -176,13 +211,21 @@ void ServingEngine::TakeInbox() {
   {
     // Submit counts the scheduler's waiting queue: publish it before the inbox looks empty.
     absl::MutexLock lock(&mu_);
-    load_.waiting = scheduler_.num_waiting();
+    load_.waiting = scheduler_.num_waiting() + static_cast<int32_t>(remote_waiting_.size());
   }
   std::vector<int64_t> cancelled;
   for (const auto& [seq_id, a] : active_) {
     if (a.request->cancelled()) cancelled.push_back(seq_id);
   }
   for (int64_t seq_id : cancelled) {
+    const std::optional<Outgoing>& outgoing = active_.at(seq_id).outgoing;
+    if (outgoing.has_value() && outgoing->started > 0) {
+      // Some layers went out: tell the decode ranks that no more will.
+      v1::StepKvWork::Abort* abort = kv_work_.add_abort();
+      abort->set_transfer_id(outgoing->target.transfer_id);
+      abort->mutable_peers()->Assign(outgoing->target.peers.begin(), outgoing->target.peers.end());
+      if (options_.metrics != nullptr) options_.metrics->RecordKvTransferFailure();
+    }
     scheduler_.Finish(seq_id);
     EndEarly(active_.at(seq_id), absl::CancelledError("the request was cancelled"));
     active_.erase(seq_id);
@@ -211,7 +254,35 @@ void ServingEngine::BuildPlan(const SchedulerOutput& out) {
     p.kv_lens.push_back(end);
     p.qo_indptr.push_back(static_cast<int32_t>(p.token_ids.size()));
     if (c.wants_logits) p.logits_rows.push_back(static_cast<int32_t>(p.token_ids.size()) - 1);
+    auto it = active_.find(c.seq_id);
+    if (it != active_.end() && it->second.outgoing.has_value()) {
+      AddSend(static_cast<int32_t>(p.kv_lens.size()) - 1, c, *it->second.outgoing);
+    }
   }
+  if (kv_work_.ByteSizeLong() > 0) {
+    p.kv_work = kv_work_.SerializeAsString();
+    kv_work_.Clear();
+    for (auto& [seq_id, r] : remotes_) {
+      if (r.state == RemoteState::kCancelling) r.cancel_sent = true;
+    }
+  }
+}
+
+void ServingEngine::AddSend(int32_t seq_index, const ScheduledChunk& c, Outgoing& outgoing) {
+  // Every token up to the chunk's end, from the first not yet sent: the first chunk's also
+  // covers a prefix that came from the prefix cache, and a chunk recomputed after a preemption
+  // sends nothing twice.
+  const int32_t end = std::max(outgoing.sent_tokens, c.start_position + c.num_tokens);
+  if (end == outgoing.sent_tokens && !c.wants_logits) return;
+  v1::StepKvWork::Send* send = kv_work_.add_send();
+  send->set_transfer_id(outgoing.target.transfer_id);
+  send->set_seq_index(seq_index);
+  send->set_token_begin(outgoing.sent_tokens);
+  send->set_token_end(end);
+  send->set_finish(c.wants_logits);
+  send->mutable_peers()->Assign(outgoing.target.peers.begin(), outgoing.target.peers.end());
+  if (outgoing.started == 0) outgoing.started = Now();
+  outgoing.sent_tokens = end;
 }
 
 void ServingEngine::EndEarly(Active& a, const absl::Status& status) {
@@ -233,9 +304,19 @@ void ServingEngine::FinishSequence(int64_t seq_id, FinishReason reason) {
   active_.erase(it);
 }
 
+FinishReason ServingEngine::FinishAfter(const Active& a, int32_t token) const {
+  const int num_out = a.history.num_output_tokens();
+  const std::vector<int32_t>& eos = sampler_.eos_token_ids();
+  if (num_out >= a.params.min_tokens && (Contains(a.params.stop_token_ids, token) ||
+                                         (!a.params.ignore_eos && Contains(eos, token)))) {
+    return FinishReason::kStop;
+  }
+  if (num_out >= a.params.max_tokens) return FinishReason::kLength;
+  return FinishReason::kNone;
+}
+
 void ServingEngine::DeliverTokens(const SchedulerOutput& out, absl::Span<float> logits) {
   size_t row = 0;
-  const std::vector<int32_t>& eos = sampler_.eos_token_ids();
   for (const ScheduledChunk& c : out.chunks) {
     if (!c.wants_logits) continue;
     absl::Span<float> row_logits = logits.subspan(row * vocab_size_, vocab_size_);
@@ -243,21 +324,23 @@ void ServingEngine::DeliverTokens(const SchedulerOutput& out, absl::Span<float> 
     auto it = active_.find(c.seq_id);
     if (it == active_.end()) continue;
     Active& a = it->second;
+    if (a.outgoing.has_value() && !TransferDelivered(c.seq_id, a)) continue;
     SampleResult s = sampler_.Sample(row_logits, a.params, a.history, a.rng);
     a.history.AppendOutput(s.token_id);
-    const int num_out = a.history.num_output_tokens();
     TokenEvent event;
     event.token_id = s.token_id;
     event.logprob = s.logprob;
     event.top_logprobs = std::move(s.top_logprobs);
     event.prompt_tokens = a.prompt_tokens;
     event.cached_tokens = scheduler_.NumCachedTokens(c.seq_id);
-    if (num_out >= a.params.min_tokens && (Contains(a.params.stop_token_ids, s.token_id) ||
-                                           (!a.params.ignore_eos && Contains(eos, s.token_id)))) {
-      event.finish = FinishReason::kStop;
-    } else if (num_out >= a.params.max_tokens) {
-      event.finish = FinishReason::kLength;
+    if (a.outgoing.has_value()) {
+      event.kv_bytes = a.outgoing->bytes;
+      event.kv_seconds = Now() - a.outgoing->started;
+      if (options_.metrics != nullptr) {
+        options_.metrics->RecordKvTransfer(event.kv_bytes, event.kv_seconds);
+      }
     }
+    event.finish = FinishAfter(a, s.token_id);
     const FinishReason finish = event.finish;
     a.request->Push(std::move(event));
     if (finish != FinishReason::kNone) {
@@ -266,6 +349,25 @@ void ServingEngine::DeliverTokens(const SchedulerOutput& out, absl::Span<float> 
       scheduler_.AppendToken(c.seq_id, s.token_id);
     }
   }
+}
+
+bool ServingEngine::TransferDelivered(int64_t seq_id, Active& a) {
+  absl::Status status = absl::InternalError("the step did not confirm the KV transfer");
+  for (const KvOutcome& o : kv_outcomes_) {
+    if (o.kind != KvOutcome::Kind::kSend || o.transfer_id != a.outgoing->target.transfer_id) {
+      continue;
+    }
+    status = o.status;
+    a.outgoing->bytes = o.bytes;
+  }
+  if (status.ok()) return true;
+  if (options_.metrics != nullptr) options_.metrics->RecordKvTransferFailure();
+  scheduler_.Finish(seq_id);
+  EndEarly(a,
+           absl::Status(status.code(), absl::StrCat("KV transfer ", a.outgoing->target.transfer_id,
+                                                    ": ", status.message())));
+  active_.erase(seq_id);
+  return false;
 }
 
 void ServingEngine::FailAll(const absl::Status& status) {
@@ -289,12 +391,20 @@ void ServingEngine::EndAll(const absl::Status& status) {
     EndEarly(a, status);
   }
   active_.clear();
+  for (auto& [seq_id, r] : remotes_) {
+    if (r.state == RemoteState::kPrefilling) options_.prefill_client->Cancel(r.call_id);
+    blocks_.Free(seq_id);
+    EndEarly(r.active, status);
+  }
+  remotes_.clear();
+  remote_waiting_.clear();
+  transfer_seq_.clear();
 }
 
 void ServingEngine::UpdateLoad(double step_seconds, int64_t step_tokens, int64_t step_seqs) {
   absl::MutexLock lock(&mu_);
-  load_.running = scheduler_.num_running();
-  load_.waiting = scheduler_.num_waiting();
+  load_.running = scheduler_.num_running() + NumRemoteRunning();
+  load_.waiting = scheduler_.num_waiting() + static_cast<int32_t>(remote_waiting_.size());
   load_.free_kv_blocks = blocks_.NumFreeBlocks();
   load_.kv_usage = blocks_.Usage();
   load_.prefix_cache_queried_tokens = blocks_.prefix_cache_stats().queried_tokens;
@@ -320,13 +430,14 @@ void ServingEngine::Loop() {
     {
       absl::MutexLock lock(&mu_);
       if (shutdown_) break;
-      if (inbox_.empty() && !scheduler_.HasWork()) {
+      if (inbox_.empty() && prefill_done_.empty() && !scheduler_.HasWork() && !HasKvWork()) {
         wake_.WaitWithTimeout(&mu_, options_.ping_interval);
         if (shutdown_) break;
       }
     }
     TakeInbox();
-    if (!scheduler_.HasWork()) {
+    AdvanceRemotes();
+    if (!scheduler_.HasWork() && !HasKvWork()) {
       UpdateLoad(0, 0, 0);
       if (Now() - last_ping >= absl::ToDoubleSeconds(options_.ping_interval)) {
         if (absl::Status s = engine_->Ping(); !s.ok()) {
@@ -337,8 +448,8 @@ void ServingEngine::Loop() {
       }
       continue;
     }
-    const SchedulerOutput out = scheduler_.Schedule();
-    if (out.chunks.empty()) {
+    const SchedulerOutput out = scheduler_.HasWork() ? scheduler_.Schedule() : SchedulerOutput{};
+    if (out.chunks.empty() && !HasKvWork()) {
       // Nothing fits this step (only possible while blocks are being freed): try again soon.
       UpdateLoad(0, 0, 0);
       absl::SleepFor(absl::Milliseconds(1));
@@ -347,13 +458,15 @@ void ServingEngine::Loop() {
     BuildPlan(out);
     logits_.resize(plan_.logits_rows.size() * vocab_size_);
     const double t0 = Now();
-    absl::Status s = engine_->RunStep(plan_, logits_.data());
+    absl::Status s = engine_->RunStep(plan_, logits_.data(), &kv_outcomes_);
     if (!s.ok()) {
       FailAll(s);
       return;
     }
     last_ping = Now();
+    OnRemoteOutcomes(kv_outcomes_);
     DeliverTokens(out, absl::MakeSpan(logits_));
+    kv_outcomes_.clear();
     UpdateLoad(last_ping - t0, out.num_batched_tokens, static_cast<int64_t>(out.chunks.size()));
   }
   EndAll(absl::CancelledError("this worker is shutting down"));

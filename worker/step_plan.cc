@@ -98,6 +98,8 @@ std::string SerializeStepPlan(const StepPlan& plan) {
   PutArray(&out, plan.kv_indices);
   PutArray(&out, plan.kv_lens);
   PutArray(&out, plan.logits_rows);
+  PutScalar<uint32_t>(&out, static_cast<uint32_t>(plan.kv_work.size()));
+  out.append(plan.kv_work);
   return out;
 }
 
@@ -117,6 +119,9 @@ absl::StatusOr<StepPlan> ParseStepPlan(absl::string_view bytes, const StepPlanLi
   RETURN_IF_ERROR(r.Array(&plan.kv_indices, "kv_indices"));
   RETURN_IF_ERROR(r.Array(&plan.kv_lens, "kv_lens"));
   RETURN_IF_ERROR(r.Array(&plan.logits_rows, "logits_rows"));
+  std::vector<char> kv_work;
+  RETURN_IF_ERROR(r.Array(&kv_work, "kv_work"));
+  plan.kv_work.assign(kv_work.begin(), kv_work.end());
   if (r.remaining() != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("step plan: ", r.remaining(), " trailing bytes"));
@@ -137,6 +142,14 @@ absl::Status ValidateStepPlan(const StepPlan& plan, const StepPlanLimits& limits
           absl::StrCat("step plan: unknown command ", static_cast<uint32_t>(plan.command)));
   }
   const int64_t num_tokens = static_cast<int64_t>(plan.token_ids.size());
+  if (num_tokens == 0 && !plan.kv_work.empty()) {
+    const bool no_batch = plan.positions.empty() && plan.slot_mapping.empty() &&
+                          plan.kv_lens.empty() && plan.kv_indices.empty() &&
+                          plan.logits_rows.empty() && plan.qo_indptr.size() <= 1 &&
+                          plan.kv_indptr.size() <= 1;
+    if (no_batch) return absl::OkStatus();
+    return absl::InvalidArgumentError("step plan: a batch without tokens");
+  }
   if (num_tokens == 0) return absl::InvalidArgumentError("step plan: no tokens");
   if (plan.positions.size() != plan.token_ids.size() ||
       plan.slot_mapping.size() != plan.token_ids.size()) {

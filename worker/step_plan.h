@@ -11,7 +11,8 @@
 //
 // Wire format (every rank of a group runs the same build on the same byte order, so arrays are
 // copied as host-endian integers): u32 magic "SSP1", u32 command, then nine arrays in field
-// order, each a u32 element count followed by its elements. ParseStepPlan checks everything a
+// order, each a u32 element count followed by its elements, then kv_work as a u32 byte count and
+// its bytes. ParseStepPlan checks everything a
 // follower relies on (array lengths agree, CSR pointers are monotone, every block id and slot
 // lies inside the cache), so a corrupted or mismatched plan is an error, never an out-of-bounds
 // write into the KV cache.
@@ -47,6 +48,10 @@ struct StepPlan {
   std::vector<int32_t> kv_indices;    // [sum of blocks] block ids of each sequence, in order
   std::vector<int32_t> kv_lens;       // [num_seqs] tokens of KV each sequence attends over
   std::vector<int32_t> logits_rows;   // [num_outputs] token rows whose logits are wanted
+  // KV transfer work of disaggregated serving that every rank does with this step: a serialised
+  // v1::StepKvWork (worker.proto), empty when there is none. A RUN plan may carry only this
+  // (no tokens, no sequences): then no forward pass runs.
+  std::string kv_work;
 
   // Views into this plan's arrays; valid while the plan is alive and unchanged.
   ForwardBatch AsForwardBatch() const;

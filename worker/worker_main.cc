@@ -33,6 +33,9 @@ ABSL_FLAG(std::string, host, "",
           "same host share memory for their device group");
 ABSL_FLAG(absl::Duration, group_timeout, absl::Seconds(30),
           "bound on forming the group's communicators and on each collective");
+ABSL_FLAG(absl::Duration, kv_transfer_timeout, absl::Seconds(60),
+          "decode groups: longest a prefill group may take to compute a prompt and deliver its "
+          "KV before the request fails with UNAVAILABLE");
 ABSL_FLAG(int32_t, service_port, 0,
           "port of this worker's WorkerService (generation, answered by group leaders); 0 picks "
           "a free one, registered with the coordinator");
@@ -107,6 +110,7 @@ int main(int argc, char** argv) {
   options.model = absl::GetFlag(FLAGS_model);
   options.host = absl::GetFlag(FLAGS_host).empty() ? HostName() : absl::GetFlag(FLAGS_host);
   options.group_timeout = absl::GetFlag(FLAGS_group_timeout);
+  options.kv_transfer_timeout = absl::GetFlag(FLAGS_kv_transfer_timeout);
   options.service_port = absl::GetFlag(FLAGS_service_port);
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   options.serving.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);

@@ -299,7 +299,10 @@ absl::Status WorkerProcess::JoinGroup(const v1::GetAssignmentReply& reply) {
                       : "none")
             << ")";
 
+  RETURN_IF_ERROR(SetUpKvTransport(reply));
   GroupComms comms;
+  comms.kv_receiver = kv_receiver_.get();
+  comms.kv_sender = kv_sender_.get();
   comms.control = control_.get();
   comms.decoder.tp = tp_.get();
   comms.decoder.pp = pp_.get();
@@ -309,6 +312,42 @@ absl::Status WorkerProcess::JoinGroup(const v1::GetAssignmentReply& reply) {
   engine_options.num_threads = options_.num_threads;
   engine_options.kv_cache_bytes = options_.kv_cache_bytes;
   ASSIGN_OR_RETURN(engine_, GroupEngine::Create(weights_.get(), spec, comms, engine_options));
+  return absl::OkStatus();
+}
+
+absl::Status WorkerProcess::SetUpKvTransport(const v1::GetAssignmentReply& reply) {
+  TcpKvOptions kv_options;
+  // A stalled peer must fail the transfer well before the group's collectives time out.
+  kv_options.io_timeout = std::min(absl::Seconds(10), options_.group_timeout / 3);
+  if (options_.role == v1::POOL_ROLE_PREFILL) {
+    kv_sender_ = std::make_unique<TcpKvSender>(kv_options);
+    return absl::OkStatus();
+  }
+  if (options_.role != v1::POOL_ROLE_DECODE) return absl::OkStatus();
+  ASSIGN_OR_RETURN(kv_receiver_, TcpKvReceiver::Create(options_.host, 0, kv_options));
+  const ShardSpec spec = ShardSpecFromProto(reply.assignment());
+  v1::KvPeer me;
+  me.set_address(kv_receiver_->address());
+  me.set_layer_begin(static_cast<int32_t>(spec.layers.begin));
+  me.set_layer_end(static_cast<int32_t>(spec.layers.end));
+  me.set_kv_head_begin(static_cast<int32_t>(spec.kv_heads.begin));
+  me.set_kv_head_end(static_cast<int32_t>(spec.kv_heads.end));
+  GrpcStore::Options store_options;
+  store_options.prefix = absl::StrCat(reply.group().rendezvous_prefix(), "kv/");
+  store_options.default_wait = options_.group_timeout;
+  GrpcStore store(channel_, store_options);
+  const int rank = reply.assignment().group_rank();
+  RETURN_IF_ERROR(store.Set(absl::StrCat("rank", rank), me.SerializeAsString()));
+  LOG(INFO) << "receiving KV at " << me.address();
+  if (rank != 0) return absl::OkStatus();
+  kv_peers_.clear();
+  for (int r = 0; r < reply.group().worker_ids_size(); ++r) {
+    ASSIGN_OR_RETURN(std::string bytes, store.Get(absl::StrCat("rank", r), options_.group_timeout));
+    if (!kv_peers_.emplace_back().ParseFromString(bytes)) {
+      return absl::InternalError(absl::StrCat("unreadable KV receiver of rank ", r));
+    }
+  }
+  prefill_client_ = std::make_unique<GrpcPrefillClient>(options_.kv_transfer_timeout);
   return absl::OkStatus();
 }
 
@@ -421,6 +460,8 @@ absl::Status WorkerProcess::ServeLeader(absl::Notification* stop) {
     metrics_ = std::make_unique<EngineMetrics>(*options_.metrics_registry, pool, group_id_);
     serving_options.metrics = metrics_.get();
   }
+  serving_options.prefill_client = prefill_client_.get();
+  serving_options.kv_peers = kv_peers_;
   ASSIGN_OR_RETURN(serving_, ServingEngine::Create(engine_.get(), serving_options));
   service_.SetEngine(serving_.get());
   absl::Status failure;

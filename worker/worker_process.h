@@ -51,8 +51,10 @@
 #include "model/weight_source.h"
 #include "prometheus/registry.h"
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
+#include "worker/comm/tcp_kv_transport.h"
 #include "worker/engine_metrics.h"
 #include "worker/group_engine.h"
+#include "worker/grpc_prefill_client.h"
 #include "worker/serving_engine.h"
 #include "worker/worker_service.h"
 
@@ -74,6 +76,9 @@ struct WorkerOptions {
   absl::Duration rpc_timeout = absl::Seconds(30);
   // Bound on forming each communicator and on each of its operations.
   absl::Duration group_timeout = absl::Seconds(30);
+  // Disaggregated serving, decode groups: how long a prefill group may take to compute a prompt
+  // and deliver its KV before the request fails.
+  absl::Duration kv_transfer_timeout = absl::Seconds(60);
   // Port of this worker's WorkerService on all interfaces; 0 picks a free one.
   int service_port = 0;
   // K and V bytes of the whole replica (see GroupEngine); 0: the model's whole context.
@@ -107,6 +112,9 @@ class WorkerProcess {
   absl::StatusOr<v1::GetAssignmentReply> AwaitAssignment(absl::Notification* stop);
   // Joins the control and device groups and checks them with a barrier and an all-reduce.
   absl::Status JoinGroup(const v1::GetAssignmentReply& reply);
+  // Creates this rank's KV receiver or sender for its pool and, on a decode group, publishes
+  // where it receives through the rendezvous store; a decode leader reads every rank's.
+  absl::Status SetUpKvTransport(const v1::GetAssignmentReply& reply);
   // One of the decoder's device groups: shared memory when `one_host`, else Gloo.
   absl::StatusOr<std::unique_ptr<Communicator>> JoinDeviceGroup(const std::string& prefix,
                                                                 int group_id, int rank,
@@ -131,6 +139,12 @@ class WorkerProcess {
   // pp_: the pp_size ranks with this tp_rank (pp_size > 1).
   std::unique_ptr<Communicator> tp_;
   std::unique_ptr<Communicator> pp_;
+  // Disaggregated serving: a decode group's ranks receive KV, a prefill group's send it; a
+  // decode leader calls prefill leaders and knows where each of its ranks receives.
+  std::unique_ptr<TcpKvReceiver> kv_receiver_;
+  std::unique_ptr<TcpKvSender> kv_sender_;
+  std::unique_ptr<GrpcPrefillClient> prefill_client_;
+  std::vector<v1::KvPeer> kv_peers_;
   std::unique_ptr<GroupEngine> engine_;     // after JoinGroup; uses the communicators above
   std::unique_ptr<EngineMetrics> metrics_;  // leader only, when a registry is given
   std::unique_ptr<ServingEngine> serving_;  // leader only, while serving; uses engine_

@@ -56,9 +56,14 @@ grpc::Status WorkerServiceImpl::Generate(grpc::ServerContext* context,
   grpc::Status not_ready;
   ServingEngine* serving = engine(&not_ready);
   if (serving == nullptr) return not_ready;
+  std::optional<RemotePrefill> remote;
+  if (request->has_remote_prefill()) {
+    remote = RemotePrefill{request->remote_prefill().leader_address(),
+                           request->remote_prefill().group_id(), *request};
+  }
   absl::StatusOr<std::shared_ptr<ServingRequest>> submitted = serving->Submit(
       std::vector<int32_t>(request->prompt_token_ids().begin(), request->prompt_token_ids().end()),
-      ToSamplingParams(*request), request->request_id());
+      ToSamplingParams(*request), request->request_id(), remote);
   if (!submitted.ok()) return ToGrpc(submitted.status());
   ServingRequest& r = **submitted;
   bool first = true;
@@ -71,15 +76,7 @@ grpc::Status WorkerServiceImpl::Generate(grpc::ServerContext* context,
       continue;  // drains until the engine has let go of the request
     }
     if (next == ServingRequest::kTimeout) continue;
-    v1::GenerateOnGroupResponse response;
-    response.set_token_id(event.token_id);
-    response.set_finish_reason(std::string(FinishReasonName(event.finish)));
-    response.set_logprob(event.logprob);
-    for (const TokenLogprob& t : event.top_logprobs) {
-      v1::WorkerTopLogprob* top = response.add_top_logprobs();
-      top->set_token_id(t.token_id);
-      top->set_logprob(t.logprob);
-    }
+    v1::GenerateOnGroupResponse response = ToResponse(event);
     if (first) {
       response.set_prompt_tokens(event.prompt_tokens);
       response.set_cached_tokens(event.cached_tokens);
@@ -91,6 +88,58 @@ grpc::Status WorkerServiceImpl::Generate(grpc::ServerContext* context,
     return ToGrpc(absl::CancelledError("the client went away or the deadline passed"));
   }
   return ToGrpc(r.status());
+}
+
+v1::GenerateOnGroupResponse WorkerServiceImpl::ToResponse(const TokenEvent& event) {
+  v1::GenerateOnGroupResponse response;
+  response.set_token_id(event.token_id);
+  response.set_finish_reason(std::string(FinishReasonName(event.finish)));
+  response.set_logprob(event.logprob);
+  for (const TokenLogprob& t : event.top_logprobs) {
+    v1::WorkerTopLogprob* top = response.add_top_logprobs();
+    top->set_token_id(t.token_id);
+    top->set_logprob(t.logprob);
+  }
+  return response;
+}
+
+grpc::Status WorkerServiceImpl::Prefill(grpc::ServerContext* context,
+                                        const v1::PrefillRequest* request,
+                                        v1::PrefillReply* reply) {
+  grpc::Status not_ready;
+  ServingEngine* serving = engine(&not_ready);
+  if (serving == nullptr) return not_ready;
+  const v1::GenerateOnGroupRequest& r = request->request();
+  KvTarget target;
+  target.transfer_id = request->transfer_id();
+  target.peers.assign(request->peers().begin(), request->peers().end());
+  absl::StatusOr<std::shared_ptr<ServingRequest>> submitted = serving->SubmitPrefill(
+      std::vector<int32_t>(r.prompt_token_ids().begin(), r.prompt_token_ids().end()),
+      ToSamplingParams(r), r.request_id(), std::move(target));
+  if (!submitted.ok()) return ToGrpc(submitted.status());
+  ServingRequest& call = **submitted;
+  TokenEvent event;
+  bool got = false;
+  while (true) {
+    const ServingRequest::NextResult next = call.Next(&event, kPollInterval);
+    if (next == ServingRequest::kDone) break;
+    if (context->IsCancelled()) call.Cancel();  // drains until the engine lets go
+    if (next != ServingRequest::kEvent) continue;
+    got = true;
+    v1::GenerateOnGroupResponse* first = reply->mutable_first_token();
+    *first = ToResponse(event);
+    first->clear_finish_reason();  // the decode group decides when the request ends
+    first->set_prompt_tokens(event.prompt_tokens);
+    first->set_cached_tokens(event.cached_tokens);
+    reply->set_kv_bytes(event.kv_bytes);
+    reply->set_kv_seconds(event.kv_seconds);
+  }
+  if (context->IsCancelled()) {
+    return ToGrpc(absl::CancelledError("the decode group went away or the deadline passed"));
+  }
+  if (!call.status().ok()) return ToGrpc(call.status());
+  if (!got) return ToGrpc(absl::InternalError("the prefill ended without a token"));
+  return grpc::Status::OK;
 }
 
 grpc::Status WorkerServiceImpl::GetLoad(grpc::ServerContext* context,

@@ -39,10 +39,17 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   grpc::Status GetLoad(grpc::ServerContext* context, const v1::GetLoadRequest* request,
                        v1::GetLoadReply* reply) override;
 
+  // A prefill group's part of a disaggregated request (ServingEngine::SubmitPrefill).
+  grpc::Status Prefill(grpc::ServerContext* context, const v1::PrefillRequest* request,
+                       v1::PrefillReply* reply) override;
+
   // The request's sampling parameters, with the proto's defaults for unset fields.
   static SamplingParams ToSamplingParams(const v1::GenerateOnGroupRequest& request);
 
  private:
+  // One token's response (finish reason and logprobs; no usage counts).
+  static v1::GenerateOnGroupResponse ToResponse(const TokenEvent& event);
+
   // The engine, or FAILED_PRECONDITION with the reason there is none.
   ServingEngine* engine(grpc::Status* status);
 
