@@ -284,6 +284,34 @@ TEST(SchedulerTest, FinishFreesWaitingAndRunningSequences) {
   EXPECT_TRUE(s.Schedule().chunks.empty());
 }
 
+TEST(SchedulerTest, AddComputedJoinsRunningAndDecodesNext) {
+  BlockAllocator blocks(/*num_blocks=*/8, /*block_size=*/4);
+  Scheduler s(&blocks, Options(4, 16));
+  const std::vector<int32_t> prompt = Range(1, 6);
+  // The KV of the prompt arrived from elsewhere into fresh blocks.
+  ASSERT_TRUE(blocks.Allocate(7, prompt, /*use_prefix_cache=*/false).ok());
+  ASSERT_TRUE(s.AddComputed(7, prompt, /*first_token=*/42).ok());
+  EXPECT_EQ(s.State(7), SequenceState::kRunning);
+  EXPECT_EQ(s.NumComputedTokens(7), 6);
+  EXPECT_EQ(s.Tokens(7).back(), 42);
+  const SchedulerOutput out = s.Schedule();
+  ASSERT_EQ(out.chunks.size(), 1u);
+  EXPECT_EQ(out.chunks[0].seq_id, 7);
+  EXPECT_EQ(out.chunks[0].start_position, 6);  // the first token's KV, computed here
+  EXPECT_EQ(out.chunks[0].num_tokens, 1);
+  EXPECT_TRUE(out.chunks[0].wants_logits);
+  // Its full block went to the prefix cache once computed.
+  EXPECT_EQ(blocks.NumEvictableBlocks(), 0);
+  EXPECT_TRUE(s.Finish(7));
+  EXPECT_EQ(blocks.NumEvictableBlocks(), 1);
+
+  EXPECT_EQ(s.AddComputed(8, prompt, 1).code(), absl::StatusCode::kInvalidArgument);  // no blocks
+  ASSERT_TRUE(blocks.Allocate(8, Range(1, 3), false).ok());
+  EXPECT_EQ(s.AddComputed(8, prompt, 1).code(), absl::StatusCode::kInvalidArgument);  // mismatch
+  ASSERT_TRUE(s.Add(9, prompt).ok());
+  EXPECT_EQ(s.AddComputed(9, prompt, 1).code(), absl::StatusCode::kAlreadyExists);
+}
+
 TEST(SchedulerTest, AddErrors) {
   BlockAllocator blocks(/*num_blocks=*/8, /*block_size=*/4);
   Scheduler s(&blocks, Options(1, 64, /*max_waiting=*/2));

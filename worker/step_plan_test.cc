@@ -53,6 +53,33 @@ TEST(StepPlanTest, CommandsWithoutBatch) {
   }
 }
 
+TEST(StepPlanTest, KvWorkRoundTripsWithAndWithoutABatch) {
+  StepPlan p = TwoSequences();
+  p.kv_work = std::string("\x01\x02\x00kv", 5);
+  auto got = ParseStepPlan(SerializeStepPlan(p), kLimits);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->kv_work, p.kv_work);
+  EXPECT_EQ(got->token_ids, p.token_ids);
+
+  // KV work alone: a RUN plan without tokens or sequences.
+  StepPlan only;
+  only.qo_indptr = {0};
+  only.kv_indptr = {0};
+  only.kv_work = "work";
+  got = ParseStepPlan(SerializeStepPlan(only), kLimits);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->kv_work, "work");
+  EXPECT_TRUE(got->token_ids.empty());
+
+  // Without tokens the batch must be empty too, and a plan with neither is refused.
+  only.kv_lens = {3};
+  EXPECT_EQ(ParseStepPlan(SerializeStepPlan(only), kLimits).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  StepPlan nothing;
+  EXPECT_EQ(ParseStepPlan(SerializeStepPlan(nothing), kLimits).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(StepPlanTest, RejectsEveryTruncation) {
   const std::string bytes = SerializeStepPlan(TwoSequences());
   for (size_t n = 0; n < bytes.size(); ++n) {
