@@ -31,6 +31,14 @@ void ActiveRequests::Remove(const std::string& id) {
   entries_.erase(id);
 }
 
+void ActiveRequests::SetGroupCall(const std::string& id, grpc::ClientContext* group_call) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  it->second.group_call = group_call;
+  if (it->second.cancel_sent) group_call->TryCancel();
+}
+
 bool ActiveRequests::Abort(const std::string& id) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);

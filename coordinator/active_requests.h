@@ -13,6 +13,9 @@
 //   ... relay ...
 //   active.Remove(id);          // before group_call or server_context is destroyed
 //
+// A retried request gets a new group call (a ClientContext serves one call): SetGroupCall swaps
+// it in before the old one is destroyed.
+//
 // Thread safety: every method may be called from any thread. The contexts passed to Add must
 // stay alive until Remove(id) returns; the table calls TryCancel on the group call and
 // IsCancelled on the client call from the watcher and from Abort, both of which gRPC allows from
@@ -50,6 +53,10 @@ class ActiveRequests {
                    grpc::ClientContext* group_call);
   // Forgets `id`; afterwards the table touches neither context.
   void Remove(const std::string& id);
+  // Replaces the group call of `id`; afterwards the table no longer touches the old one. When the
+  // request was aborted or its client left already, the new call is cancelled at once (gRPC then
+  // cancels it as it starts). No-op for an unknown id.
+  void SetGroupCall(const std::string& id, grpc::ClientContext* group_call);
 
   // Cancels the group call of `id` and marks the request aborted. False for an unknown id.
   bool Abort(const std::string& id);

@@ -9,9 +9,15 @@
 // The coordinator reads only the model's config, tokenizer and chat template (it never loads
 // weights or runs kernels), validates the layout at start (exit 2 with the reason for a layout
 // the model cannot take), prints "listening on HOST:PORT" once serving, and runs until SIGINT or
-// SIGTERM. Health ("" and "shardserve.v1.InferenceService") is SERVING only while an engine
-// group that runs requests is ready. With --metrics_port, request metrics are served at
-// http://HOST:PORT/metrics.
+// SIGTERM. Health ("" and "shardserve.v1.InferenceService") is SERVING only while the plan can
+// run a request: a ready "both" group, or with prefill and decode pools a ready group in each.
+// With --metrics_port, request metrics are served at http://HOST:PORT/metrics.
+//
+// Pools: with "both" groups requests run colocated on them; with prefill and decode groups only,
+// each request is disaggregated (RequestDispatcher): the coordinator picks a prefill group
+// (prefix-cache affinity, load) and a decode group (free KV blocks per request, from the leaders'
+// GetLoad polled every --load_poll_interval) and streams from the decode leader, which has the
+// prompt prefilled on the prefill group.
 #include <signal.h>
 
 #include <cstdio>
@@ -28,13 +34,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/metrics_server.h"
 #include "common/status_macros.h"
 #include "coordinator/cluster_service.h"
+#include "coordinator/disagg_router.h"
 #include "coordinator/health_reporter.h"
 #include "coordinator/inference_service.h"
+#include "coordinator/load_monitor.h"
 #include "coordinator/model_frontend.h"
 #include "coordinator/placement_planner.h"
 #include "coordinator/rendezvous_store.h"
+#include "coordinator/request_dispatcher.h"
 #include "coordinator/request_metrics.h"
 #include "coordinator/request_router.h"
 #include "coordinator/store_service.h"
@@ -46,7 +56,6 @@
 #include "model/model_fingerprint.h"
 #include "model/model_resolver.h"
 #include "model/weight_source.h"
-#include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 
 ABSL_FLAG(int32_t, port, 7000, "gRPC port; 0 picks a free one (printed on stdout)");
@@ -78,6 +87,11 @@ ABSL_FLAG(int32_t, max_inflight_per_group, 256,
           "requests in flight per engine group at most; when every group is full, Generate "
           "answers RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, metrics_port, 0, "port of the Prometheus /metrics endpoint; 0: none");
+ABSL_FLAG(absl::Duration, load_poll_interval, absl::Milliseconds(250),
+          "how often every ready group leader is asked for its load (GetLoad), which routes "
+          "disaggregated requests");
+ABSL_FLAG(absl::Duration, load_poll_timeout, absl::Seconds(1),
+          "deadline of each GetLoad call; a leader that does not answer keeps its last load");
 
 namespace shardserve {
 namespace {
@@ -169,6 +183,16 @@ int Serve() {
     std::fprintf(stderr, "shardserve-coordinator: --max_inflight_per_group must be >= 1\n");
     return 2;
   }
+  LoadMonitor::Options load_options;
+  load_options.poll_interval = absl::GetFlag(FLAGS_load_poll_interval);
+  load_options.call_timeout = absl::GetFlag(FLAGS_load_poll_timeout);
+  if (load_options.poll_interval <= absl::ZeroDuration() ||
+      load_options.call_timeout <= absl::ZeroDuration()) {
+    std::fprintf(stderr,
+                 "shardserve-coordinator: --load_poll_interval and --load_poll_timeout must be "
+                 "positive\n");
+    return 2;
+  }
 
   WorkerRegistry::Options options;
   options.model_path = *path;
@@ -189,20 +213,26 @@ int Serve() {
   RequestRouter router([&registry] { return registry.GetPlan(); }, router_options);
   auto metrics_registry = std::make_shared<prometheus::Registry>();
   RequestMetrics metrics(metrics_registry.get(), (*frontend)->info().max_model_len);
-  InferenceService inference_service(frontend->get(), served_name, &router, &metrics,
+  LoadMonitor load_monitor(&router, load_options);
+  DisaggRouter::Options disagg_options;
+  disagg_options.max_inflight_per_group = max_inflight;  // the same bound as the router's
+  DisaggRouter disagg_router(*metrics_registry, disagg_options);
+  RequestDispatcher dispatcher(&router, &disagg_router, &load_monitor,
+                               RequestDispatcher::Options());
+  InferenceService inference_service(frontend->get(), served_name, &dispatcher, &metrics,
                                      InferenceService::Options());
 
   const std::string host = absl::GetFlag(FLAGS_host);
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<MetricsServer> metrics_server;
   if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port > 0) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", metrics_port));
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "shardserve-coordinator: cannot serve metrics on %s:%d: %s\n",
-                   host.c_str(), metrics_port, e.what());
+    absl::StatusOr<std::unique_ptr<MetricsServer>> started =
+        MetricsServer::Start(host, metrics_port, metrics_registry);
+    if (!started.ok()) {
+      std::fprintf(stderr, "shardserve-coordinator: %s\n",
+                   std::string(started.status().message()).c_str());
       return 1;
     }
-    exposer->RegisterCollectable(metrics_registry);
+    metrics_server = std::move(*started);
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -256,7 +286,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "shardserve-coordinator --port=P --model=PATH_OR_NAME [--groups N | --prefill_groups N "
       "--decode_groups N] [--tp --pp --ep, --prefill_tp ...] [--heartbeat_timeout=5s] "
-      "[--served_model_name=NAME] [--max_inflight_per_group=256] [--metrics_port=P]");
+      "[--served_model_name=NAME] [--max_inflight_per_group=256] [--metrics_port=P] "
+      "[--load_poll_interval=250ms] [--load_poll_timeout=1s]");
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);

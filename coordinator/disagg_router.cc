@@ -207,14 +207,10 @@ absl::StatusOr<DisaggRouter::Decision> DisaggRouter::Route(
       const int64_t rhs = AvailableBlocks(*best_decode) * (g->in_flight + 1);
       if (lhs > rhs || (lhs == rhs && LessLoaded(*g, *best_decode))) best_decode = g;
     }
-    if (best_decode == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "no decode group has room: the request needs ", needed_blocks, " KV blocks (",
-          request.prompt_token_ids.size(), " prompt + ", request.max_tokens,
-          " max_tokens at block_size ", request.block_size, "); the most available is ",
-          std::max<int64_t>(0, AvailableBlocks(*most_available)), " on group ",
-          most_available->group_id, " (", decode->size(), " admissible decode groups)"));
-    }
+    // No group has room now: the request waits in the queue of the one with the most blocks
+    // available (its leader takes it in as blocks free up, and refuses it at once when its
+    // bounded queue is full), as a colocated request waits for blocks on its group.
+    if (best_decode == nullptr) best_decode = most_available;
     decision.decode_group_id = best_decode->group_id;
 
     // Prefill: longest cached prefix unless overloaded, else least loaded.

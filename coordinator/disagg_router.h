@@ -27,13 +27,15 @@
 // available >= needed_blocks, the highest
 //   score = available / (in_flight + 1)      (free blocks per request once this one is added)
 // wins, compared exactly (cross-multiplied in 64 bits); ties: lower in_flight, then lower id.
+// When no admissible group has that many, the one with the most available blocks takes the
+// request anyway (ties: the first in order): its leader queues it until blocks free up, as a
+// colocated group does, and its bounded queue answers RESOURCE_EXHAUSTED when full.
 // Its reason is always kLeastLoaded.
 //
 // Errors (nothing recorded, nothing counted): INVALID_ARGUMENT for an empty prompt,
 // block_size < 1 or max_tokens < 0; UNAVAILABLE naming the pool ("prefill" or "decode") when it
 // has no ready group; RESOURCE_EXHAUSTED when every ready group of a pool holds
-// max_inflight_per_group requests, or (decode) when no admissible group has needed_blocks
-// available, naming the need and the best available.
+// max_inflight_per_group requests.
 //
 // Metrics, on the registry given to the constructor (which must outlive the router):
 //   shardserve_router_decisions_total{pool="prefill|decode", group, reason}  counter; reason is

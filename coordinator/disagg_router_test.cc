@@ -231,13 +231,14 @@ TEST(DisaggRouterTest, DecodeChoiceTable) {
        kOk,
        {}},
       // 10 + 6 tokens need 4 blocks of 4.
+      // No room anywhere: queued on the most available (group 2 is full of requests).
       {"no room anywhere",
        {Group(0, 0, 3), Group(1, 0, 5, true, 3), Group(2, 8, 900)},
        10,
        6,
        0,
-       kExhausted,
-       {"needs 4 KV blocks", "10 prompt + 6 max_tokens", "most available is 3 on group 0"}},
+       kOk,
+       {}},
       {"every ready group full",
        {Group(0, 8), Group(1, 9)},
        10,

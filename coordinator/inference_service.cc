@@ -2,21 +2,17 @@
 
 #include <chrono>
 #include <memory>
-#include <optional>
 #include <random>
 #include <utility>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/status_macros.h"
+#include "coordinator/generate_relay.h"
 #include "coordinator/request_validation.h"
-#include "coordinator/response_builder.h"
-#include "glog/logging.h"
-#include "worker/finish_reason.h"
 
 namespace shardserve {
 namespace {
@@ -27,13 +23,6 @@ grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-// A group's error, with its code, saying which group answered.
-absl::Status FromGroup(const grpc::Status& status, const RequestRouter::Route& route) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat("engine group ", route.group_id(), " (leader ",
-                                   route.leader_address(), "): ", status.error_message()));
-}
-
 std::string RandomHex32() {
   std::random_device device;
   return absl::StrFormat("%08x", device());
@@ -42,10 +31,12 @@ std::string RandomHex32() {
 }  // namespace
 
 InferenceService::InferenceService(const ModelFrontend* model, std::string served_model_name,
-                                   RequestRouter* router, RequestMetrics* metrics, Options options)
+                                   RequestDispatcher* dispatcher, RequestMetrics* metrics,
+                                   Options options)
     : model_(model),
       served_model_name_(std::move(served_model_name)),
-      router_(router),
+      dispatcher_(dispatcher),
+      router_(dispatcher->router()),
       metrics_(metrics),
       options_(options),
       active_(options.cancel_poll_period),
@@ -71,82 +62,10 @@ absl::Status InferenceService::DoGenerate(grpc::ServerContext* context,
   const absl::Time arrival = absl::Now();
   RETURN_IF_ERROR(CheckModel(request.model()));
   ASSIGN_OR_RETURN(ValidatedRequest validated, ValidateGenerateRequest(request, *model_));
-  const std::string request_id =
-      request.request_id().empty() ? NewRequestId() : request.request_id();
-
-  // Declared before the registration so that it is removed from the table first.
-  grpc::ClientContext group_call;
-  group_call.set_deadline(context->deadline());
-  RETURN_IF_ERROR(active_.Add(request_id, context, &group_call));
-  absl::Cleanup unregister = [&] { active_.Remove(request_id); };
-
-  ASSIGN_OR_RETURN(RequestRouter::Route route, router_->Pick());
-  std::unique_ptr<RequestMetrics::Tracker> tracker =
-      metrics_->Start(route.pool(), route.group_id(), arrival);
-  tracker->Routed(absl::Now());
-
-  ResponseBuilder builder(model_->tokenizer(), validated.params, model_->info().eos_token_ids,
-                          request_id, static_cast<int32_t>(validated.prompt_token_ids.size()));
-  auto finish_without_token = [&](FinishReason reason) {
-    const v1::GenerateResponse last = builder.Finish(reason);
-    tracker->Finished(FinishReasonName(reason), absl::Now(), builder.prompt_tokens(),
-                      builder.completion_tokens());
-    writer->Write(last);  // a client that left has nothing to read it; nothing else to do
-    return absl::OkStatus();
-  };
-  auto end_with = [&](absl::string_view reason, absl::Status status) {
-    tracker->Finished(reason, absl::Now(), builder.prompt_tokens(), builder.completion_tokens());
-    return status;
-  };
-  if (active_.IsAborted(request_id)) return finish_without_token(FinishReason::kAbort);
-
-  std::unique_ptr<grpc::ClientReaderInterface<v1::GenerateOnGroupResponse>> reader =
-      route.stub()->Generate(&group_call, ToWorkerRequest(validated, request_id));
-  v1::GenerateOnGroupResponse token;
-  absl::Status relay_error;
-  bool client_gone = false;
-  while (!builder.finished() && reader->Read(&token)) {
-    absl::StatusOr<std::optional<v1::GenerateResponse>> out = builder.Add(token);
-    if (!out.ok()) {
-      relay_error = out.status();
-      break;
-    }
-    tracker->Token(absl::Now(), builder.prompt_tokens());
-    // Cancelling first lets the group free the request's KV blocks while the client reads.
-    if (builder.finished_before_group()) group_call.TryCancel();
-    if (out->has_value() && !writer->Write(**out)) {
-      client_gone = true;
-      break;
-    }
-  }
-
-  if (builder.finished()) {
-    if (!builder.finished_before_group()) {
-      // The group sent its last token; its stream ends with the status next.
-      while (reader->Read(&token)) {
-      }
-    }
-    reader->Finish();  // everything the client needs has been sent
-    return end_with(FinishReasonName(builder.finish_reason()), absl::OkStatus());
-  }
-  if (!relay_error.ok() || client_gone) {
-    group_call.TryCancel();
-    reader->Finish();
-    if (client_gone) return end_with("abort", absl::CancelledError("the client went away"));
-    return end_with("error", relay_error);
-  }
-  const grpc::Status status = reader->Finish();
-  if (active_.IsAborted(request_id)) return finish_without_token(FinishReason::kAbort);
-  if (context->IsCancelled()) {
-    if (std::chrono::system_clock::now() >= context->deadline()) {
-      return end_with("abort", absl::DeadlineExceededError("the call's deadline passed"));
-    }
-    return end_with("abort", absl::CancelledError("the client cancelled the call"));
-  }
-  if (!status.ok()) return end_with("error", FromGroup(status, route));
-  LOG(WARNING) << "request " << request_id << ": engine group " << route.group_id()
-               << " ended the stream without a finish reason";
-  return finish_without_token(FinishReason::kError);
+  std::string request_id = request.request_id().empty() ? NewRequestId() : request.request_id();
+  GenerateRelay relay({model_, dispatcher_, metrics_, &active_}, context, writer,
+                      std::move(validated), std::move(request_id), arrival);
+  return relay.Run();
 }
 
 grpc::Status InferenceService::Abort(grpc::ServerContext* context, const v1::AbortRequest* request,
@@ -231,9 +150,7 @@ v1::GetClusterStatusResponse InferenceService::DoGetClusterStatus() {
   const v1::GetPlanReply plan = router_->Plan();
   v1::GetClusterStatusResponse out;
   out.set_model(served_model_name_);
-  for (const RequestRouter::Candidate& c : RequestRouter::Candidates(plan)) {
-    if (c.ready) out.set_ready(true);
-  }
+  out.set_ready(RequestRouter::CanServe(plan));
 
   // Each ready group's leader is asked for its load at once; the calls run concurrently, each
   // bounded by load_timeout.

@@ -1,28 +1,23 @@
 // InferenceService (proto/shardserve/v1/inference.proto): the cluster's public API, served by
 // the coordinator.
 //
-// Generate, step by step:
-//   1. Validate: the model name (NOT_FOUND), the sampling parameters, the input (text tokenized
-//      with BOS as the model wants, token ids, or chat rendered with the model's template), and
-//      prompt + max_tokens against the context window (INVALID_ARGUMENT).
-//   2. Register the request id (made up when empty; ALREADY_EXISTS for a running duplicate).
-//   3. Route: RequestRouter picks a ready group with room (RESOURCE_EXHAUSTED when all are full,
-//      UNAVAILABLE when none is ready).
-//   4. Relay: open WorkerService.Generate on the group's leader with the client's deadline; each
-//      token goes through ResponseBuilder (detokenizer, stop checker) and out to the client.
-//      When a stop string ends the request before the group does, the group call is cancelled
-//      so the group frees the KV blocks at once.
-//   5. End: the last response carries finish_reason, stop_reason and usage. Abort(request_id)
-//      ends a stream with finish_reason "abort" and status OK; a client that cancels or whose
-//      deadline passes has its group call cancelled within ActiveRequests' poll period, even
-//      while the request is still queued on the group. Errors from the group keep their code.
+// Generate: validate the model name (NOT_FOUND), the sampling parameters, the input (text
+// tokenized with BOS as the model wants, token ids, or chat rendered with the model's template),
+// and prompt + max_tokens against the context window (INVALID_ARGUMENT); then GenerateRelay
+// (coordinator/generate_relay.h) registers the request id, routes it through RequestDispatcher
+// (colocated, or disaggregated over a prefill and a decode group), relays the group's tokens to
+// the client, ends the stream, and retries a disaggregated request once under the rule it states.
 //
-//   InferenceService service(&model, "smollm2", &router, &metrics, {});
+// GetClusterStatus lists every group of every pool (prefill groups included) with its leader's
+// load, asked at the call (each ready leader concurrently, bounded by load_timeout), and
+// `ready` when the plan can serve a request (RequestRouter::CanServe).
+//
+//   InferenceService service(&model, "smollm2", &dispatcher, &metrics, {});
 //   builder.RegisterService(&service);
 //
 // Threads: every RPC runs on a gRPC thread; Generate blocks its thread for the request's life.
-// `model`, `router` and `metrics` must outlive the service; shut the server down before
-// destroying it.
+// `model`, `dispatcher` (and what it uses) and `metrics` must outlive the service; shut the server
+// down before destroying it.
 #ifndef SHARDSERVE_COORDINATOR_INFERENCE_SERVICE_H_
 #define SHARDSERVE_COORDINATOR_INFERENCE_SERVICE_H_
 
@@ -35,6 +30,7 @@
 #include "absl/time/time.h"
 #include "coordinator/active_requests.h"
 #include "coordinator/model_frontend.h"
+#include "coordinator/request_dispatcher.h"
 #include "coordinator/request_metrics.h"
 #include "coordinator/request_router.h"
 #include "proto/shardserve/v1/inference.grpc.pb.h"
@@ -50,8 +46,8 @@ class InferenceService final : public v1::InferenceService::Service {
     absl::Duration load_timeout = absl::Seconds(1);
   };
 
-  InferenceService(const ModelFrontend* model, std::string served_model_name, RequestRouter* router,
-                   RequestMetrics* metrics, Options options);
+  InferenceService(const ModelFrontend* model, std::string served_model_name,
+                   RequestDispatcher* dispatcher, RequestMetrics* metrics, Options options);
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -82,7 +78,8 @@ class InferenceService final : public v1::InferenceService::Service {
 
   const ModelFrontend* const model_;
   const std::string served_model_name_;
-  RequestRouter* const router_;
+  RequestDispatcher* const dispatcher_;
+  RequestRouter* const router_;  // the dispatcher's
   RequestMetrics* const metrics_;
   const Options options_;
   ActiveRequests active_;

@@ -1,13 +1,12 @@
-// InferenceService in process, against an in-process WorkerService that streams scripted token
-// ids, can block until its call is cancelled, and records what it was sent and when it was
-// cancelled. The plan that routes to it is plain data; the model is SmolLM2's real tokenizer and
-// chat template (no weights).
+// InferenceService in process, against an in-process WorkerService (FakeLeader) that streams
+// scripted token ids, can block until its call is cancelled, and records what it was sent and
+// when it was cancelled. The plan that routes to it is plain data (colocated: a "both" group);
+// the model is SmolLM2's real tokenizer and chat template (no weights). Disaggregated serving is
+// tested in disagg_serving_test.cc.
 #include "coordinator/inference_service.h"
 
 #include <chrono>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -17,17 +16,20 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "coordinator/disagg_router.h"
+#include "coordinator/fake_leader.h"
 #include "coordinator/health_reporter.h"
+#include "coordinator/load_monitor.h"
 #include "coordinator/model_frontend.h"
+#include "coordinator/request_dispatcher.h"
 #include "coordinator/request_metrics.h"
 #include "coordinator/request_router.h"
-#include "glog/logging.h"
+#include "coordinator/test_model_frontend.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "gtest/gtest.h"
-#include "model/chat_template.h"
 #include "model/tokenizer.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
@@ -43,121 +45,8 @@ constexpr int kMaxModelLen = 8192;
 constexpr int kMaxInflight = 2;
 constexpr char kServedName[] = "smollm2";
 
-std::string ReadRunfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const std::string full = (srcdir != nullptr ? std::string(srcdir) + "/shardserve/" : "") + path;
-  std::ifstream in(full, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot read " << full;
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// What the test worker does with the next Generate calls.
-struct Script {
-  std::vector<int32_t> tokens;
-  // Set on the last token unless the worker blocks or fails afterwards.
-  std::string finish_reason = "length";
-  // After the tokens, wait (up to 30 s) until the call is cancelled.
-  bool block = false;
-  // Returned after the tokens when not OK.
-  grpc::Status error = grpc::Status::OK;
-  int32_t cached_tokens = 0;
-};
-
-class TestWorker final : public v1::WorkerService::Service {
- public:
-  void SetScript(Script script) {
-    absl::MutexLock lock(&mu_);
-    script_ = std::move(script);
-  }
-  void SetLoad(v1::GetLoadReply load) {
-    absl::MutexLock lock(&mu_);
-    load_ = std::move(load);
-  }
-
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateOnGroupRequest* request,
-                        grpc::ServerWriter<v1::GenerateOnGroupResponse>* writer) override {
-    Script script;
-    {
-      absl::MutexLock lock(&mu_);
-      script = script_;
-      requests_.push_back(*request);
-    }
-    bool write_failed = false;
-    for (size_t i = 0; i < script.tokens.size() && !write_failed; ++i) {
-      v1::GenerateOnGroupResponse response;
-      response.set_token_id(script.tokens[i]);
-      if (i == 0) {
-        response.set_prompt_tokens(request->prompt_token_ids_size());
-        response.set_cached_tokens(script.cached_tokens);
-      }
-      if (request->has_logprobs()) {
-        response.set_logprob(-0.25f * (i + 1));
-        for (int k = 0; k < request->logprobs(); ++k) {
-          v1::WorkerTopLogprob* top = response.add_top_logprobs();
-          top->set_token_id(script.tokens[i] + k);
-          top->set_logprob(-0.25f * (i + 1) - k);
-        }
-      }
-      if (i + 1 == script.tokens.size() && !script.block && script.error.ok()) {
-        response.set_finish_reason(script.finish_reason);
-      }
-      write_failed = !writer->Write(response);
-    }
-    if (!script.error.ok()) return script.error;
-    if (script.block) {
-      const absl::Time give_up = absl::Now() + absl::Seconds(30);
-      while (!context->IsCancelled() && absl::Now() < give_up)
-        absl::SleepFor(absl::Milliseconds(2));
-    }
-    if (context->IsCancelled() || write_failed) {
-      absl::MutexLock lock(&mu_);
-      cancel_times_.push_back(absl::Now());
-      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    }
-    return grpc::Status::OK;
-  }
-
-  grpc::Status GetLoad(grpc::ServerContext* context, const v1::GetLoadRequest* request,
-                       v1::GetLoadReply* reply) override {
-    absl::MutexLock lock(&mu_);
-    *reply = load_;
-    return grpc::Status::OK;
-  }
-
-  // Waits until `n` Generate calls have arrived; false after `timeout`.
-  bool WaitForCalls(int n, absl::Duration timeout = absl::Seconds(10)) {
-    absl::MutexLock lock(&mu_);
-    auto arrived = [&] { return static_cast<int>(requests_.size()) >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&arrived), timeout);
-  }
-  // Waits until `n` calls have seen their cancellation; false after `timeout`.
-  bool WaitForCancellations(int n, absl::Duration timeout = absl::Seconds(10)) {
-    absl::MutexLock lock(&mu_);
-    auto seen = [&] { return static_cast<int>(cancel_times_.size()) >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&seen), timeout);
-  }
-  std::vector<absl::Time> cancel_times() {
-    absl::MutexLock lock(&mu_);
-    return cancel_times_;
-  }
-  int num_calls() {
-    absl::MutexLock lock(&mu_);
-    return static_cast<int>(requests_.size());
-  }
-  v1::GenerateOnGroupRequest last_request() {
-    absl::MutexLock lock(&mu_);
-    return requests_.empty() ? v1::GenerateOnGroupRequest() : requests_.back();
-  }
-
- private:
-  absl::Mutex mu_;
-  Script script_ ABSL_GUARDED_BY(mu_);
-  v1::GetLoadReply load_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::GenerateOnGroupRequest> requests_ ABSL_GUARDED_BY(mu_);
-  std::vector<absl::Time> cancel_times_ ABSL_GUARDED_BY(mu_);
-};
+using Script = FakeLeader::Script;
+using TestWorker = FakeLeader;
 
 // The plan: group 0 ("both", ready) led by the test worker; a prefill group that must never be
 // used; one spare worker.
@@ -207,23 +96,6 @@ class PlanFixture {
   v1::GetPlanReply reply_ ABSL_GUARDED_BY(mu_);
 };
 
-std::unique_ptr<ModelFrontend> LoadSmolLm2Frontend() {
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromHfJson(
-      ReadRunfile("tests/tokenizer/smollm2_tokenizer.json"), "smollm2_tokenizer.json");
-  CHECK(tokenizer.ok()) << tokenizer.status();
-  absl::StatusOr<ChatTemplate> chat =
-      ChatTemplate::Create(ReadRunfile("tests/chat_template/templates/smollm2_instruct.jinja"),
-                           "<|im_start|>", "<|im_end|>");
-  CHECK(chat.ok()) << chat.status();
-  ModelFrontend::Info info;
-  info.arch = "llama";
-  info.fingerprint = "0123abcd";
-  info.vocab_size = (*tokenizer)->vocab_size();
-  info.max_model_len = kMaxModelLen;
-  info.eos_token_ids = {(*tokenizer)->TokenId("<|im_end|>")};
-  return std::make_unique<ModelFrontend>(std::move(info), *std::move(tokenizer), *std::move(chat));
-}
-
 struct StreamResult {
   std::vector<v1::GenerateResponse> responses;
   grpc::Status status;
@@ -255,13 +127,19 @@ class InferenceServiceTest : public ::testing::Test {
     ASSERT_NE(worker_port, 0);
 
     plan_ = std::make_unique<PlanFixture>(worker_port);
-    model_ = LoadSmolLm2Frontend();
+    model_ = LoadSmolLm2Frontend(kMaxModelLen);
     RequestRouter::Options router_options;
     router_options.max_inflight_per_group = kMaxInflight;
     router_ = std::make_unique<RequestRouter>([this] { return plan_->Get(); }, router_options);
     metrics_registry_ = std::make_shared<prometheus::Registry>();
     metrics_ = std::make_unique<RequestMetrics>(metrics_registry_.get(), kMaxModelLen);
-    service_ = std::make_unique<InferenceService>(model_.get(), kServedName, router_.get(),
+    load_monitor_ = std::make_unique<LoadMonitor>(router_.get(), LoadMonitor::Options());
+    DisaggRouter::Options disagg_options;
+    disagg_options.max_inflight_per_group = kMaxInflight;
+    disagg_router_ = std::make_unique<DisaggRouter>(*metrics_registry_, disagg_options);
+    dispatcher_ = std::make_unique<RequestDispatcher>(
+        router_.get(), disagg_router_.get(), load_monitor_.get(), RequestDispatcher::Options());
+    service_ = std::make_unique<InferenceService>(model_.get(), kServedName, dispatcher_.get(),
                                                   metrics_.get(), InferenceService::Options());
 
     grpc::ServerBuilder builder;
@@ -373,6 +251,9 @@ class InferenceServiceTest : public ::testing::Test {
   std::unique_ptr<RequestRouter> router_;
   std::shared_ptr<prometheus::Registry> metrics_registry_;
   std::unique_ptr<RequestMetrics> metrics_;
+  std::unique_ptr<LoadMonitor> load_monitor_;
+  std::unique_ptr<DisaggRouter> disagg_router_;
+  std::unique_ptr<RequestDispatcher> dispatcher_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -79,21 +79,36 @@ RequestMetrics::RequestMetrics(prometheus::Registry* registry, int64_t max_model
       running_(prometheus::BuildGauge()
                    .Name("shardserve_num_requests_running")
                    .Help("Requests routed to a group and not finished.")
-                   .Register(*registry)) {}
+                   .Register(*registry)),
+      retries_(Counter(registry, "shardserve_request_retries_total",
+                       "Requests routed again because the group failed before their first "
+                       "token.")) {}
 
 std::unique_ptr<RequestMetrics::Tracker> RequestMetrics::Start(absl::string_view pool,
                                                                int32_t group, absl::Time arrival) {
   prometheus::Labels labels{{"pool", std::string(pool)}, {"group", absl::StrCat(group)}};
-  return std::unique_ptr<Tracker>(new Tracker(this, std::move(labels), arrival));
+  return std::unique_ptr<Tracker>(new Tracker(this, labels, labels, arrival));
+}
+
+std::unique_ptr<RequestMetrics::Tracker> RequestMetrics::StartDisaggregated(int32_t prefill_group,
+                                                                            int32_t decode_group,
+                                                                            absl::Time arrival) {
+  return std::unique_ptr<Tracker>(
+      new Tracker(this, {{"pool", "decode"}, {"group", absl::StrCat(decode_group)}},
+                  {{"pool", "prefill"}, {"group", absl::StrCat(prefill_group)}}, arrival));
+}
+
+void RequestMetrics::Retried(absl::string_view pool, int32_t group) {
+  retries_.Add({{"pool", std::string(pool)}, {"group", absl::StrCat(group)}}).Increment();
 }
 
 RequestMetrics::Tracker::Tracker(RequestMetrics* metrics, prometheus::Labels labels,
-                                 absl::Time arrival)
+                                 const prometheus::Labels& first_token_labels, absl::Time arrival)
     : metrics_(metrics),
       labels_(std::move(labels)),
       arrival_(arrival),
       running_(metrics->running_.Add(labels_)),
-      ttft_(metrics->ttft_.Add(labels_, TimeToFirstTokenBuckets())),
+      ttft_(metrics->ttft_.Add(first_token_labels, TimeToFirstTokenBuckets())),
       itl_(metrics->itl_.Add(labels_, InterTokenLatencyBuckets())),
       generation_tokens_(metrics->generation_tokens_.Add(labels_)) {
   running_.Increment();

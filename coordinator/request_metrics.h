@@ -11,6 +11,16 @@
 //   shardserve_generation_tokens_total         counter    as tokens arrive
 //   shardserve_request_success_total           counter    finished requests, + finished_reason
 //   shardserve_num_requests_running            gauge      routed and not finished
+//   shardserve_request_retries_total           counter    requests routed again because the
+//                                                         labelled group failed before their first
+//                                                         token (disaggregated requests only)
+//
+// A disaggregated request is labelled by two groups: its time to first token by the prefill group
+// that computed the prompt (pool="prefill"), everything else (queue time, inter-token latency,
+// end to end, token counts, success, running) by the decode group that generated (pool="decode"),
+// so TTFT is the prefill pool's latency and ITL the decode pool's. Queue time is observed once per
+// request, at its first routing; a retried request's other metrics carry the groups it finished
+// on.
 //
 //   auto registry = std::make_shared<prometheus::Registry>();
 //   RequestMetrics metrics(registry.get(), /*max_model_len=*/8192);
@@ -66,10 +76,11 @@ class RequestMetrics {
 
    private:
     friend class RequestMetrics;
-    Tracker(RequestMetrics* metrics, prometheus::Labels labels, absl::Time arrival);
+    Tracker(RequestMetrics* metrics, prometheus::Labels labels,
+            const prometheus::Labels& first_token_labels, absl::Time arrival);
 
     RequestMetrics* const metrics_;
-    const prometheus::Labels labels_;
+    const prometheus::Labels labels_;  // every metric but the time to first token
     const absl::Time arrival_;
     absl::Time last_token_ = absl::InfinitePast();
     bool finished_ = false;
@@ -85,6 +96,12 @@ class RequestMetrics {
   // Starts tracking a request that arrived at `arrival` and runs on `group` of `pool`; counts it
   // in num_requests_running until the Tracker goes.
   std::unique_ptr<Tracker> Start(absl::string_view pool, int32_t group, absl::Time arrival);
+  // The same for a disaggregated request (see the file comment for which group labels what).
+  std::unique_ptr<Tracker> StartDisaggregated(int32_t prefill_group, int32_t decode_group,
+                                              absl::Time arrival);
+
+  // A request is routed again because `group` of `pool` failed before its first token.
+  void Retried(absl::string_view pool, int32_t group);
 
  private:
   const std::vector<double> token_buckets_;
@@ -98,6 +115,7 @@ class RequestMetrics {
   prometheus::Family<prometheus::Counter>& generation_tokens_;
   prometheus::Family<prometheus::Counter>& success_;
   prometheus::Family<prometheus::Gauge>& running_;
+  prometheus::Family<prometheus::Counter>& retries_;
 };
 
 }  // namespace shardserve

@@ -74,15 +74,25 @@ std::string RequestRouter::LeaderAddress(const v1::GetPlanReply& plan,
   return "";
 }
 
-std::vector<RequestRouter::Candidate> RequestRouter::Candidates(const v1::GetPlanReply& plan) {
-  bool has_both = false;
+RequestRouter::Mode RequestRouter::ModeOf(const v1::GetPlanReply& plan) {
+  int num_prefill = 0;
+  int num_decode = 0;
   for (const v1::EngineGroup& group : plan.plan().groups()) {
-    has_both = has_both || group.role() == v1::POOL_ROLE_BOTH;
+    if (group.role() == v1::POOL_ROLE_BOTH) return Mode::kColocated;
+    num_prefill += group.role() == v1::POOL_ROLE_PREFILL;
+    num_decode += group.role() == v1::POOL_ROLE_DECODE;
   }
-  const v1::PoolRole wanted = has_both ? v1::POOL_ROLE_BOTH : v1::POOL_ROLE_DECODE;
+  if (num_prefill > 0 && num_decode > 0) return Mode::kDisaggregated;
+  if (num_decode > 0) return Mode::kDecodeOnly;
+  if (num_prefill > 0) return Mode::kPrefillOnly;
+  return Mode::kNoGroups;
+}
+
+std::vector<RequestRouter::Candidate> RequestRouter::PoolGroups(const v1::GetPlanReply& plan,
+                                                                v1::PoolRole role) {
   std::vector<Candidate> out;
   for (const v1::EngineGroup& group : plan.plan().groups()) {
-    if (group.role() != wanted) continue;
+    if (group.role() != role) continue;
     Candidate c;
     c.group_id = group.id();
     c.role = group.role();
@@ -99,12 +109,32 @@ std::vector<RequestRouter::Candidate> RequestRouter::Candidates(const v1::GetPla
   return out;
 }
 
-bool RequestRouter::HasReadyGroup() const {
-  for (const Candidate& c : Candidates(plan_source_())) {
-    if (c.ready) return true;
+std::vector<RequestRouter::Candidate> RequestRouter::Candidates(const v1::GetPlanReply& plan) {
+  switch (ModeOf(plan)) {
+    case Mode::kColocated:
+      return PoolGroups(plan, v1::POOL_ROLE_BOTH);
+    case Mode::kDecodeOnly:
+      return PoolGroups(plan, v1::POOL_ROLE_DECODE);
+    default:
+      return {};
   }
-  return false;
 }
+
+bool RequestRouter::CanServe(const v1::GetPlanReply& plan) {
+  auto any_ready = [](const std::vector<Candidate>& groups) {
+    for (const Candidate& c : groups) {
+      if (c.ready) return true;
+    }
+    return false;
+  };
+  if (ModeOf(plan) == Mode::kDisaggregated) {
+    return any_ready(PoolGroups(plan, v1::POOL_ROLE_PREFILL)) &&
+           any_ready(PoolGroups(plan, v1::POOL_ROLE_DECODE));
+  }
+  return any_ready(Candidates(plan));
+}
+
+bool RequestRouter::HasReadyGroup() const { return CanServe(plan_source_()); }
 
 int RequestRouter::Inflight(int32_t group_id) const {
   absl::MutexLock lock(&mu_);
@@ -123,8 +153,21 @@ std::shared_ptr<v1::WorkerService::StubInterface> RequestRouter::StubFor(
   return stub;
 }
 
-absl::StatusOr<RequestRouter::Route> RequestRouter::Pick() {
-  const v1::GetPlanReply plan = plan_source_();
+absl::StatusOr<RequestRouter::Route> RequestRouter::Pick() { return Pick(plan_source_()); }
+
+absl::StatusOr<RequestRouter::Route> RequestRouter::Pick(const v1::GetPlanReply& plan) {
+  switch (ModeOf(plan)) {
+    case Mode::kDisaggregated:
+      return absl::FailedPreconditionError(
+          "the plan disaggregates prefill and decode: RequestDispatcher routes its requests");
+    case Mode::kPrefillOnly:
+      return absl::UnavailableError(absl::StrCat(
+          "the plan has ", plan.plan().groups_size(),
+          " prefill groups and no decode or both group: nothing can generate tokens (a prefill "
+          "group only computes prompts for a decode group)"));
+    default:
+      break;
+  }
   const std::vector<Candidate> candidates = Candidates(plan);
   std::vector<const Candidate*> ready;
   std::vector<std::string> reasons;
@@ -172,6 +215,28 @@ absl::StatusOr<RequestRouter::Route> RequestRouter::Pick() {
   }
   return Route(this, best->group_id, PoolName(best->role), best->leader_address,
                StubFor(best->leader_address));
+}
+
+absl::StatusOr<RequestRouter::Route> RequestRouter::Hold(const Candidate& group) {
+  if (!group.ready) {
+    return absl::UnavailableError(
+        absl::StrCat("engine group ", group.group_id, " is not ready",
+                     group.error.empty() ? "" : absl::StrCat(": ", group.error)));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    const auto it = inflight_.find(group.group_id);
+    const int load = it == inflight_.end() ? 0 : it->second;
+    if (load >= options_.max_inflight_per_group) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("engine group ", group.group_id, " (", PoolName(group.role),
+                       ") has max_inflight_per_group=", options_.max_inflight_per_group,
+                       " requests in flight; retry later"));
+    }
+    ++inflight_[group.group_id];
+  }
+  return Route(this, group.group_id, PoolName(group.role), group.leader_address,
+               StubFor(group.leader_address));
 }
 
 void RequestRouter::Release(int32_t group_id) {

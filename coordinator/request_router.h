@@ -1,11 +1,20 @@
-// Picks the engine group that runs a request, and admits or refuses it.
+// Picks the engine group that runs a request, and admits or refuses it; holds the slots that
+// bound the requests in flight per group, and the WorkerService stubs of the groups' leaders.
 //
-// Candidates come from the placement plan: the groups that run whole requests, with their
-// leader's address (the WorkerInfo host:port of group rank 0). Those are the "both" groups; a
-// plan without any lets its "decode" groups run whole requests too (until prefill/decode
-// disaggregation lands); "prefill" groups never do. Of the ready candidates with room, Pick()
+// The plan's pools decide how requests run (Mode):
+//   - some "both" group                     -> kColocated: "both" groups run whole requests (any
+//                                              prefill or decode groups of the plan stay idle);
+//   - no "both", prefill and decode groups  -> kDisaggregated: RequestDispatcher
+//                                              (coordinator/request_dispatcher.h) picks a prefill
+//                                              and a decode group and holds a slot on each;
+//   - only decode groups                    -> kDecodeOnly: decode groups run whole requests;
+//   - only prefill groups                   -> kPrefillOnly: nothing can generate; UNAVAILABLE;
+//   - no group (no plan yet)                -> kNoGroups: UNAVAILABLE.
+// Candidates are the groups that run whole requests (kColocated, kDecodeOnly) with their leader's
+// address (the WorkerInfo host:port of group rank 0). Of the ready candidates with room, Pick()
 // takes the one with the fewest requests in flight from this router (ties go round-robin), and
-// holds a slot there until the returned Route is destroyed.
+// holds a slot there until the returned Route is destroyed. Hold() takes a slot on one given group
+// (the disaggregated path, which decides itself).
 //
 //   RequestRouter router([&] { return registry.GetPlan(); }, {.max_inflight_per_group = 256});
 //   ASSIGN_OR_RETURN(RequestRouter::Route route, router.Pick());
@@ -50,7 +59,10 @@ class RequestRouter {
   // Called on every Pick(); must be thread-safe.
   using PlanSource = std::function<v1::GetPlanReply()>;
 
-  // A group that runs whole requests, as the plan describes it.
+  // How the plan's requests run (see the file comment).
+  enum class Mode { kColocated, kDisaggregated, kDecodeOnly, kPrefillOnly, kNoGroups };
+
+  // A group of the plan as routing sees it.
   struct Candidate {
     int32_t group_id = 0;
     v1::PoolRole role = v1::POOL_ROLE_UNSPECIFIED;
@@ -68,7 +80,7 @@ class RequestRouter {
     ~Route();
 
     int32_t group_id() const { return group_id_; }
-    const std::string& pool() const { return pool_; }  // "both" or "decode"
+    const std::string& pool() const { return pool_; }  // "prefill", "decode" or "both"
     const std::string& leader_address() const { return leader_address_; }
     v1::WorkerService::StubInterface* stub() const { return stub_.get(); }
 
@@ -89,11 +101,24 @@ class RequestRouter {
   RequestRouter(const RequestRouter&) = delete;
   RequestRouter& operator=(const RequestRouter&) = delete;
 
-  // Routes one request, as described above.
+  // Routes one whole request, as described above, under the source's plan or `plan`.
+  // FAILED_PRECONDITION for a kDisaggregated plan (RequestDispatcher routes those).
   absl::StatusOr<Route> Pick();
+  absl::StatusOr<Route> Pick(const v1::GetPlanReply& plan);
+  // Takes a slot on `group`: UNAVAILABLE when it is not ready, RESOURCE_EXHAUSTED when it holds
+  // max_inflight_per_group requests. The check and the count are one atomic step.
+  absl::StatusOr<Route> Hold(const Candidate& group);
 
-  // The groups of `plan` that run whole requests, in plan order (see the file comment).
+  // The mode of `plan` (see the file comment).
+  static Mode ModeOf(const v1::GetPlanReply& plan);
+  // The groups of `plan` that run whole requests, in plan order: "both" groups (kColocated),
+  // decode groups (kDecodeOnly), none otherwise.
   static std::vector<Candidate> Candidates(const v1::GetPlanReply& plan);
+  // The groups of `plan` with `role`, in plan order.
+  static std::vector<Candidate> PoolGroups(const v1::GetPlanReply& plan, v1::PoolRole role);
+  // Whether `plan` can run a request now: a ready candidate, or (kDisaggregated) a ready prefill
+  // group and a ready decode group.
+  static bool CanServe(const v1::GetPlanReply& plan);
   // "prefill", "decode", "both".
   static std::string PoolName(v1::PoolRole role);
   // host:port of `group`'s leader from the plan's registrations; empty when unknown or portless.
@@ -101,7 +126,7 @@ class RequestRouter {
 
   // The plan, from the source.
   v1::GetPlanReply Plan() const { return plan_source_(); }
-  // Whether some candidate group is ready now.
+  // CanServe() of the source's plan now (the coordinator's health).
   bool HasReadyGroup() const;
   // Requests routed to `group_id` and not yet finished.
   int Inflight(int32_t group_id) const;

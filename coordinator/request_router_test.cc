@@ -196,21 +196,93 @@ TEST(RequestRouterTest, UnavailableWithoutAPlanNamesThePlannersProblem) {
   EXPECT_THAT(route.status().message(), HasSubstr("need 2 workers"));
 }
 
-TEST(RequestRouterTest, DecodeGroupsServeWholeRequestsOnlyWithoutBothGroups) {
+TEST(RequestRouterTest, ThePoolsOfThePlanDecideTheMode) {
+  using Mode = RequestRouter::Mode;
+  struct Case {
+    std::vector<v1::PoolRole> roles;
+    Mode mode;
+  };
+  const v1::PoolRole P = v1::POOL_ROLE_PREFILL, D = v1::POOL_ROLE_DECODE, B = v1::POOL_ROLE_BOTH;
+  const std::vector<Case> cases = {
+      {{}, Mode::kNoGroups},
+      {{B}, Mode::kColocated},
+      {{P, D, B}, Mode::kColocated},
+      {{P, D}, Mode::kDisaggregated},
+      {{P, P, D}, Mode::kDisaggregated},
+      {{D, D}, Mode::kDecodeOnly},
+      {{P}, Mode::kPrefillOnly},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    PlanFixture plan;
+    for (size_t g = 0; g < cases[i].roles.size(); ++g) plan.AddGroup(g, cases[i].roles[g], true);
+    EXPECT_EQ(RequestRouter::ModeOf(plan.Source()()), cases[i].mode) << "case " << i;
+  }
+}
+
+TEST(RequestRouterTest, DecodeGroupsServeWholeRequestsOnlyWithoutPrefillOrBothGroups) {
+  PlanFixture decode_only;
+  decode_only.AddGroup(0, v1::POOL_ROLE_DECODE, true);
+  RequestRouter router(decode_only.Source(), MaxInflight(2));
+  absl::StatusOr<RequestRouter::Route> route = router.Pick();
+  ASSERT_TRUE(route.ok()) << route.status();
+  EXPECT_EQ(route->group_id(), 0);
+  EXPECT_EQ(route->pool(), "decode");
+
+  // With prefill groups beside them, decode groups only decode: RequestDispatcher routes.
   PlanFixture disaggregated;
   disaggregated.AddGroup(0, v1::POOL_ROLE_PREFILL, true);
   disaggregated.AddGroup(1, v1::POOL_ROLE_DECODE, true);
-  RequestRouter router(disaggregated.Source(), MaxInflight(2));
-  absl::StatusOr<RequestRouter::Route> route = router.Pick();
-  ASSERT_TRUE(route.ok()) << route.status();
-  EXPECT_EQ(route->group_id(), 1);
-  EXPECT_EQ(route->pool(), "decode");
+  RequestRouter disaggregated_router(disaggregated.Source(), MaxInflight(2));
+  EXPECT_TRUE(RequestRouter::Candidates(disaggregated.Source()()).empty());
+  EXPECT_EQ(disaggregated_router.Pick().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(disaggregated_router.HasReadyGroup());
+  disaggregated.SetReady(0, false);
+  EXPECT_FALSE(disaggregated_router.HasReadyGroup()) << "no ready prefill group";
 
   PlanFixture mixed;
   mixed.AddGroup(0, v1::POOL_ROLE_DECODE, true);
   mixed.AddGroup(1, v1::POOL_ROLE_BOTH, false);
   RequestRouter mixed_router(mixed.Source(), MaxInflight(2));
   EXPECT_EQ(mixed_router.Pick().status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(RequestRouterTest, PrefillGroupsAloneAreUnavailableSayingWhy) {
+  PlanFixture plan;
+  plan.AddGroup(0, v1::POOL_ROLE_PREFILL, true);
+  plan.AddGroup(1, v1::POOL_ROLE_PREFILL, true);
+  RequestRouter router(plan.Source(), MaxInflight(2));
+  EXPECT_FALSE(router.HasReadyGroup());
+  absl::StatusOr<RequestRouter::Route> route = router.Pick();
+  EXPECT_EQ(route.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(route.status().message(), HasSubstr("2 prefill groups and no decode or both group"));
+}
+
+TEST(RequestRouterTest, HoldTakesASlotOnTheNamedGroupUpToTheBound) {
+  PlanFixture plan;
+  plan.AddGroup(0, v1::POOL_ROLE_PREFILL, true);
+  plan.AddGroup(1, v1::POOL_ROLE_DECODE, false);
+  RequestRouter router(plan.Source(), MaxInflight(2));
+  const std::vector<RequestRouter::Candidate> prefill =
+      RequestRouter::PoolGroups(plan.Source()(), v1::POOL_ROLE_PREFILL);
+  ASSERT_EQ(prefill.size(), 1u);
+  std::vector<RequestRouter::Route> held;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<RequestRouter::Route> route = router.Hold(prefill[0]);
+    ASSERT_TRUE(route.ok()) << route.status();
+    EXPECT_EQ(route->pool(), "prefill");
+    EXPECT_EQ(route->leader_address(), "10.0.0.0:9000");
+    held.push_back(*std::move(route));
+  }
+  EXPECT_EQ(router.Hold(prefill[0]).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(router.Inflight(0), 2);
+  held.pop_back();
+  EXPECT_EQ(router.Inflight(0), 1);
+
+  const std::vector<RequestRouter::Candidate> decode =
+      RequestRouter::PoolGroups(plan.Source()(), v1::POOL_ROLE_DECODE);
+  ASSERT_EQ(decode.size(), 1u);
+  EXPECT_EQ(router.Hold(decode[0]).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(router.Inflight(1), 0);
 }
 
 TEST(RequestRouterTest, ReadyGroupWithoutServicePortIsNotACandidate) {

@@ -18,8 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/metrics_server.h"
 #include "glog/logging.h"
-#include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "worker/worker_process.h"
 
@@ -118,16 +118,16 @@ int main(int argc, char** argv) {
   options.serving.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
 
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<shardserve::MetricsServer> metrics_server;
   if (const int port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
-    try {  // prometheus-cpp reports a port it cannot bind by throwing
-      exposer = std::make_unique<prometheus::Exposer>(absl::StrCat("0.0.0.0:", port));
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "shardserve-worker: cannot serve metrics on port %d: %s\n", port,
-                   e.what());
+    absl::StatusOr<std::unique_ptr<shardserve::MetricsServer>> started =
+        shardserve::MetricsServer::Start("0.0.0.0", port, registry);
+    if (!started.ok()) {
+      std::fprintf(stderr, "shardserve-worker: %s\n",
+                   std::string(started.status().message()).c_str());
       return 2;
     }
-    exposer->RegisterCollectable(registry);
+    metrics_server = std::move(*started);
     options.metrics_registry = registry.get();
   }
 

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Disaggregated against colocated serving, on the same cores, trace and SLOs, in one run.
+
+  1. colocated: `shardserve serve --groups=G` (G "both" groups, one worker each);
+     disaggregated: `shardserve serve --prefill_groups=P --decode_groups=D` with P + D = G
+     workers, so both layouts get the same number of worker processes and threads;
+  2. unloaded: one request at a time on the colocated cluster gives TTFT and TPOT; the SLOs are
+     --slo_factor times those (the same for both layouts);
+  3. loaded: the same Poisson trace (`shardserve bench` with a fixed seed, --request_rate,
+     --num_prompts) against each layout, with those SLOs: goodput (requests/s meeting both) and
+     p99 inter-token latency;
+  4. KV transfer: the prefill workers' shardserve_kv_transfer_bytes_total and
+     shardserve_kv_transfer_seconds (from their /metrics) give the transport's throughput as
+     served; `kv_transport_bench` then moves the same bytes per prompt through the transport and
+     through a raw TCP socket, in the same run, for the ratio.
+Prints a table and the ratios the disaggregation targets are stated in.
+
+  bazel build -c opt //tools:shardserve //worker/comm:kv_transport_bench
+  python3 tools/bench_disagg.py --shardserve bazel-bin/tools/shardserve \\
+      --kv_bench bazel-bin/worker/comm/kv_transport_bench
+"""
+import argparse
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """`shardserve serve` with `layout` flags in the background until stop()."""
+
+    def __init__(self, args, layout, num_workers):
+        self.metrics_port = free_port()
+        self.num_workers = num_workers
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="shardserve-serve-", delete=False)
+        self.proc = subprocess.Popen(
+            [args.shardserve, "serve", f"--model={args.model}", "--port=0",
+             f"--threads={args.threads}", f"--metrics_port={self.metrics_port}",
+             f"--max_num_batched_tokens={args.max_num_batched_tokens}"] + layout,
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        self.address = None
+        while time.time() < deadline and self.address is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError("shardserve serve exited:\n" + open(self.log.name).read())
+            m = re.search(r"ready: .* on (127\.0\.0\.1:\d+)", open(self.log.name).read())
+            if m:
+                self.address = m.group(1)
+            time.sleep(0.1)
+        if self.address is None:
+            self.stop()
+            raise RuntimeError("shardserve serve did not become ready")
+
+    def metric_sum(self, name):
+        """Sum of a metric's samples over every worker's /metrics."""
+        total = 0.0
+        for i in range(self.num_workers):
+            url = f"http://127.0.0.1:{self.metrics_port + 1 + i}/metrics"
+            try:
+                text = urllib.request.urlopen(url, timeout=5).read().decode()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith(name + "{") or line.startswith(name + " "):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def bench(args, address, num_prompts, rate, concurrency=0, slo=None, seed=1):
+    cmd = [args.shardserve, "bench", f"--server={address}", f"--num_prompts={num_prompts}",
+           f"--request_rate={rate}", f"--max_concurrency={concurrency}",
+           f"--input_len={args.input_len}", f"--output_len={args.output_len}", "--json",
+           f"--seed={seed}", "--warmup=2"]
+    if slo:
+        cmd += [f"--slo_ttft_ms={slo[0]:.1f}", f"--slo_tpot_ms={slo[1]:.2f}"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def kv_bench(args, tokens):
+    out = subprocess.run(
+        [args.kv_bench, f"--tokens={tokens}", "--iters=10"], check=True, capture_output=True,
+        text=True).stdout
+    m = re.search(r"ratio transport / raw \(medians\): ([0-9.]+)x", out)
+    return out, float(m.group(1)) if m else None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shardserve", required=True)
+    p.add_argument("--kv_bench", required=True)
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--workers", type=int, default=2, help="worker processes in each layout")
+    p.add_argument("--prefill_groups", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="threads per worker")
+    p.add_argument("--max_num_batched_tokens", type=int, default=256)
+    p.add_argument("--input_len", type=int, default=512)
+    p.add_argument("--output_len", type=int, default=64)
+    p.add_argument("--num_prompts", type=int, default=48)
+    p.add_argument("--request_rate", type=float, default=1.0)
+    p.add_argument("--slo_factor", type=float, default=3.0)
+    args = p.parse_args()
+
+    decode_groups = args.workers - args.prefill_groups
+    layouts = {
+        "colocated": ([f"--groups={args.workers}"], args.workers),
+        "disaggregated": ([f"--prefill_groups={args.prefill_groups}",
+                           f"--decode_groups={decode_groups}"], args.workers),
+    }
+    results = {}
+    slo = None
+    kv = None
+    for name in ("colocated", "disaggregated"):
+        flags, workers = layouts[name]
+        serve = Serve(args, flags, workers)
+        try:
+            if slo is None:
+                unloaded = bench(args, serve.address, 6, "inf", concurrency=1, seed=7)
+                slo = (args.slo_factor * unloaded["p50_ttft_ms"],
+                       args.slo_factor * unloaded["p50_tpot_ms"])
+                print(f"unloaded (colocated, one at a time): TTFT p50 {unloaded['p50_ttft_ms']:.1f}"
+                      f" ms, TPOT p50 {unloaded['p50_tpot_ms']:.2f} ms -> SLOs TTFT "
+                      f"{slo[0]:.1f} ms, TPOT {slo[1]:.2f} ms", flush=True)
+            results[name] = bench(args, serve.address, args.num_prompts, args.request_rate,
+                                  slo=slo, seed=1)
+            if name == "disaggregated":
+                kv = (serve.metric_sum("shardserve_kv_transfer_bytes_total"),
+                      serve.metric_sum("shardserve_kv_transfer_seconds_sum"),
+                      serve.metric_sum("shardserve_kv_transfer_seconds_count"),
+                      serve.metric_sum("shardserve_kv_transfer_failures_total"))
+        finally:
+            serve.stop()
+
+    print(f"\n{args.num_prompts} requests, Poisson {args.request_rate}/s, input {args.input_len}, "
+          f"output {args.output_len}, {args.workers} workers x {args.threads} thread(s)")
+    print(f"{'layout':<15}{'goodput req/s':>14}{'good':>7}{'failed':>8}{'TTFT p50':>10}"
+          f"{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}{'out tok/s':>11}")
+    for name, r in results.items():
+        print(f"{name:<15}{r['goodput']:>14.3f}{r['good_requests']:>7}{r['failed_requests']:>8}"
+              f"{r['p50_ttft_ms']:>10.1f}{r['p99_ttft_ms']:>10.1f}{r['p50_itl_ms']:>9.1f}"
+              f"{r['p99_itl_ms']:>9.1f}{r['output_throughput']:>11.1f}")
+    c, d = results["colocated"], results["disaggregated"]
+    print(f"p99 ITL disaggregated / colocated: {d['p99_itl_ms'] / c['p99_itl_ms']:.2f}x "
+          f"(target <= 0.8)")
+    if c["goodput"] > 0:
+        print(f"goodput disaggregated / colocated: {d['goodput'] / c['goodput']:.2f}x "
+              f"(target >= 1.0)")
+    if kv and kv[2] > 0:
+        per_prompt = kv[0] / kv[2]
+        served_gbs = kv[0] / kv[1] / 1e9 if kv[1] > 0 else 0
+        print(f"KV transfers: {int(kv[2])} ({int(kv[3])} failed), {kv[0] / 1e6:.1f} MB, "
+              f"{per_prompt / 1e6:.2f} MB per prompt; as served (prefill compute overlapping): "
+              f"{served_gbs:.2f} GB/s")
+        tokens = max(1, round(per_prompt / (30 * 3 * 64 * 4 * 2)))
+        out, ratio = kv_bench(args, tokens)
+        print(out.strip())
+        if ratio is not None:
+            print(f"KV transport / raw TCP for {tokens}-token prompts: {ratio:.2f}x "
+                  f"(target >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
