@@ -3,6 +3,9 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
 
 namespace shardserve {
 namespace {
@@ -18,14 +21,53 @@ constexpr int kSpinIterations = 20000;
 
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
-  workers_.reserve(num_threads_ - 1);
-  for (int i = 1; i < num_threads_; ++i) {
-    workers_.emplace_back([this, i] { WorkerLoop(i); });
-  }
+int ThreadPool::MaxThreads() { return std::min(kMaxThreads, kMaxThreadsPerCpu * DefaultThreads()); }
+
+absl::Status ThreadPool::ValidateNumThreads(int num_threads) {
+  const int max_threads = MaxThreads();
+  if (num_threads >= 0 && num_threads <= max_threads) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("must be 0 (one thread per available CPU: ", DefaultThreads(),
+                   ") or between 1 and ", max_threads, " (", kMaxThreadsPerCpu,
+                   " per available CPU, at most ", kMaxThreads, "), got ", num_threads));
 }
 
-ThreadPool::~ThreadPool() {
+absl::StatusOr<std::unique_ptr<ThreadPool>> ThreadPool::Create(int num_threads) {
+  const absl::Status valid = ValidateNumThreads(num_threads);
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("thread count ", valid.message()));
+  }
+  std::unique_ptr<ThreadPool> pool(new ThreadPool());
+  const absl::Status started = pool->StartWorkers(num_threads > 0 ? num_threads : DefaultThreads());
+  if (!started.ok()) return started;
+  return pool;
+}
+
+ThreadPool::ThreadPool(int num_threads) {
+  // A refused thread leaves the pool running every job on the calling thread (num_threads_ 1).
+  (void)StartWorkers(std::clamp(num_threads, 1, kMaxThreads));
+}
+
+ThreadPool::~ThreadPool() { StopWorkers(); }
+
+absl::Status ThreadPool::StartWorkers(int num_threads) {
+  workers_.reserve(num_threads - 1);
+  num_threads_ = num_threads;  // WorkerLoop reads it
+  for (int i = 1; i < num_threads; ++i) {
+    try {  // std::thread reports a refused thread (EAGAIN, out of memory) by throwing
+      workers_.emplace_back([this, i] { WorkerLoop(i); });
+    } catch (const std::system_error& e) {
+      const int started = static_cast<int>(workers_.size()) + 1;
+      StopWorkers();
+      num_threads_ = 1;
+      return absl::ResourceExhaustedError(
+          absl::StrCat("could start only ", started, " of ", num_threads, " threads: ", e.what()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ThreadPool::StopWorkers() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true, std::memory_order_release);
@@ -33,6 +75,7 @@ ThreadPool::~ThreadPool() {
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 int ThreadPool::DefaultThreads() {

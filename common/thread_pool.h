@@ -7,6 +7,9 @@
 //   ThreadPool pool(2);
 //   pool.ParallelFor(rows, /*grain=*/16, [&](int64_t begin, int64_t end) { ... });
 //
+// Thread counts that come from a user (a --threads flag, EngineOptions) go through
+// ValidateNumThreads and Create, which report a bad count or a refused thread as a status.
+//
 // Thread safety: Run/ParallelFor must be called from one thread at a time (the owner); jobs
 // must not call back into the same pool.
 #ifndef SHARDSERVE_COMMON_THREAD_POOL_H_
@@ -16,15 +19,35 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace shardserve {
 
 class ThreadPool {
  public:
-  // REQUIRES: num_threads >= 1.
+  // The most threads a pool may have: 4 per CPU available to the process (oversubscribing more
+  // only adds spinning), and never more than kMaxThreads.
+  static constexpr int kMaxThreads = 1024;
+  static constexpr int kMaxThreadsPerCpu = 4;
+  static int MaxThreads();
+
+  // OK when `num_threads` is 0 (DefaultThreads()) or in [1, MaxThreads()]; else
+  // InvalidArgument saying what is allowed. Callers prefix the flag or option name.
+  static absl::Status ValidateNumThreads(int num_threads);
+
+  // A pool of `num_threads` threads, 0 meaning DefaultThreads(). InvalidArgument for a count
+  // ValidateNumThreads refuses; ResourceExhausted when the system refuses to start a thread.
+  static absl::StatusOr<std::unique_ptr<ThreadPool>> Create(int num_threads);
+
+  // For counts the code chooses itself (tests, benchmarks, inline pools). num_threads is clamped
+  // to [1, kMaxThreads]; if the system refuses a thread, the pool runs every job on the calling
+  // thread (num_threads() is 1). Never throws.
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
 
@@ -45,9 +68,16 @@ class ThreadPool {
   static int DefaultThreads();
 
  private:
+  ThreadPool() = default;
+
+  // Starts workers 1..num_threads-1 and sets num_threads_. On failure stops the ones started
+  // (the pool is then finished: no restart), sets num_threads_ to 1, returns ResourceExhausted.
+  // Called once, before any job.
+  absl::Status StartWorkers(int num_threads);
+  void StopWorkers();
   void WorkerLoop(int thread_idx);
 
-  const int num_threads_;
+  int num_threads_ = 1;  // set once, before any job runs
   std::vector<std::thread> workers_;
   const std::function<void(int, int)>* job_ = nullptr;
   std::atomic<uint64_t> generation_{0};

@@ -1,9 +1,16 @@
 #include "common/thread_pool.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace shardserve {
@@ -52,6 +59,80 @@ TEST(ThreadPoolTest, SurvivesSleepingWorkers) {
     });
   }
   EXPECT_EQ(5 * 4950, sum.load());
+}
+
+TEST(ThreadPoolTest, ValidateNumThreadsAcceptsZeroAndOneToTheCap) {
+  const int cap = ThreadPool::MaxThreads();
+  EXPECT_EQ(cap, std::min(ThreadPool::kMaxThreads,
+                          ThreadPool::kMaxThreadsPerCpu * ThreadPool::DefaultThreads()));
+  for (int n : {0, 1, cap}) EXPECT_TRUE(ThreadPool::ValidateNumThreads(n).ok()) << n;
+  for (int n : {-3, -1, cap + 1, 100000}) {
+    const absl::Status s = ThreadPool::ValidateNumThreads(n);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << n;
+    EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat("between 1 and ", cap))) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat("got ", n))) << s;
+  }
+}
+
+TEST(ThreadPoolTest, CreateRefusesBadCountsAndStartsGoodOnes) {
+  for (int n : {-3, ThreadPool::MaxThreads() + 1, 100000}) {
+    EXPECT_EQ(ThreadPool::Create(n).status().code(), absl::StatusCode::kInvalidArgument) << n;
+  }
+  absl::StatusOr<std::unique_ptr<ThreadPool>> automatic = ThreadPool::Create(0);
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_EQ((*automatic)->num_threads(), ThreadPool::DefaultThreads());
+
+  absl::StatusOr<std::unique_ptr<ThreadPool>> three = ThreadPool::Create(3);
+  ASSERT_TRUE(three.ok()) << three.status();
+  ASSERT_EQ((*three)->num_threads(), 3);
+  std::vector<std::atomic<int>> seen(3);
+  (*three)->Run([&](int idx, int) { seen[idx].fetch_add(1); });
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(seen[i].load(), 1);
+}
+
+TEST(ThreadPoolTest, ConstructorClampsInsteadOfThrowing) {
+  ThreadPool none(-5);
+  EXPECT_EQ(none.num_threads(), 1);
+  int calls = 0;
+  none.Run([&](int idx, int n) {
+    EXPECT_EQ(idx, 0);
+    EXPECT_EQ(n, 1);
+    ++calls;
+  });
+  EXPECT_EQ(calls, 1);
+}
+
+// Caps the address space a little above what the process maps now, so that a thread's stack
+// (8 MiB reserved by default) cannot be mapped. Call only in a death test's child.
+void LeaveNoRoomForThreadStacks() {
+  long pages = 0;
+  FILE* statm = std::fopen("/proc/self/statm", "r");
+  ASSERT_NE(statm, nullptr);
+  ASSERT_EQ(std::fscanf(statm, "%ld", &pages), 1);
+  std::fclose(statm);
+  const rlim_t bytes = static_cast<rlim_t>(pages) * sysconf(_SC_PAGESIZE) + (2 << 20);
+  const rlimit limit = {bytes, bytes};
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &limit), 0);
+}
+
+TEST(ThreadPoolDeathTest, RefusedThreadsAreAStatusNotAnException) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer needs more address space than the cap leaves";
+#endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        LeaveNoRoomForThreadStacks();
+        absl::StatusOr<std::unique_ptr<ThreadPool>> pool = ThreadPool::Create(2);
+        std::fprintf(stderr, "status: %s\n", pool.status().ToString().c_str());
+        ThreadPool fallback(2);
+        std::fprintf(stderr, "fallback threads: %d\n", fallback.num_threads());
+        std::exit(pool.status().code() == absl::StatusCode::kResourceExhausted &&
+                          fallback.num_threads() == 1
+                      ? 0
+                      : 1);
+      },
+      ::testing::ExitedWithCode(0), "RESOURCE_EXHAUSTED: could start only 1 of 2 threads");
 }
 
 }  // namespace

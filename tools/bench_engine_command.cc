@@ -81,14 +81,14 @@ std::vector<int32_t> RandomPrompt(int64_t vocab_size, int32_t length, uint64_t s
 // Continuous batching in process: the ServingEngine over a one-rank group, `concurrency`
 // requests submitted at once (the offline reference for the served benchmark), and one request
 // alone for the zero-load time to first token.
-absl::Status BenchBatched(const WeightSource* weights, double load_seconds) {
+absl::Status BenchBatched(const WeightSource* weights, int threads, double load_seconds) {
   const int32_t concurrency = absl::GetFlag(FLAGS_concurrency);
   const int32_t input_len = absl::GetFlag(FLAGS_input_len);
   const int32_t output_len = absl::GetFlag(FLAGS_output_len);
   ASSIGN_OR_RETURN(ShardSpec shard,
                    MakeShardSpec(weights->config(), ParallelLayout{1, 1, 1}, 0, 0));
   EngineOptions options;
-  options.num_threads = absl::GetFlag(FLAGS_threads);
+  options.num_threads = threads;
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   ASSIGN_OR_RETURN(std::unique_ptr<GroupEngine> group,
                    GroupEngine::Create(weights, shard, GroupComms{}, options));
@@ -144,7 +144,7 @@ absl::Status BenchBatched(const WeightSource* weights, double load_seconds) {
 
   nlohmann::json out;
   out["engine"] = "shardserve-offline-batched";
-  out["threads"] = absl::GetFlag(FLAGS_threads);
+  out["threads"] = threads;
   out["load_seconds"] = load_seconds;
   out["concurrency"] = concurrency;
   out["input_len"] = input_len;
@@ -159,13 +159,14 @@ absl::Status BenchBatched(const WeightSource* weights, double load_seconds) {
 
 absl::Status Bench() {
   const double t_start = Now();
+  ASSIGN_OR_RETURN(const int threads, ThreadsFromFlags());
   ASSIGN_OR_RETURN(std::string path, ResolveModel(absl::GetFlag(FLAGS_model)));
   ASSIGN_OR_RETURN(ModelBundle model, LoadModelBundle(path));
   if (absl::GetFlag(FLAGS_concurrency) > 0) {
-    return BenchBatched(model.weights.get(), Now() - t_start);
+    return BenchBatched(model.weights.get(), threads, Now() - t_start);
   }
   EngineOptions options;
-  options.num_threads = absl::GetFlag(FLAGS_threads);
+  options.num_threads = threads;
   options.max_num_batched_tokens = std::max(512, absl::GetFlag(FLAGS_prefill_tokens));
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(model.weights.get(), options));
   const double load_seconds = Now() - t_start;
@@ -230,7 +231,7 @@ int BenchEngineCommand() {
   absl::Status st = Bench();
   if (!st.ok()) {
     std::fprintf(stderr, "shardserve bench-engine: %s\n", st.ToString().c_str());
-    return 1;
+    return st.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   return 0;
 }

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 
 ABSL_FLAG(std::string, model, "smollm2",
           "a .gguf file, a Hugging Face checkpoint directory, or the name of a known model "
@@ -66,6 +67,13 @@ absl::StatusOr<SamplingParams> SamplingParamsFromFlags() {
   }
   RETURN_IF_ERROR(p.Validate());
   return p;
+}
+
+absl::StatusOr<int> ThreadsFromFlags() {
+  const int32_t threads = absl::GetFlag(FLAGS_threads);
+  const absl::Status valid = ThreadPool::ValidateNumThreads(threads);
+  if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("--threads ", valid.message()));
+  return threads;
 }
 
 absl::Duration TimeoutOr(absl::Duration command_default) {

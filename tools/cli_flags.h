@@ -41,6 +41,10 @@ namespace shardserve {
 // Builds SamplingParams from the sampling flags and validates them.
 absl::StatusOr<SamplingParams> SamplingParamsFromFlags();
 
+// --threads, validated (ThreadPool::ValidateNumThreads): 0 (every available CPU) or a count up to
+// ThreadPool::MaxThreads(); else InvalidArgument naming the flag.
+absl::StatusOr<int> ThreadsFromFlags();
+
 // --timeout when given (non-zero), else `command_default`: each command has its own sensible
 // bound (status waits seconds for one answer, generate minutes for a whole generation).
 absl::Duration TimeoutOr(absl::Duration command_default);

@@ -93,6 +93,12 @@ FAMILIES = {
     "llama": dict(
         _COMMON, seed=1, hf_arch="LlamaForCausalLM", model_type="llama",
         gguf_arch="llama", vocab=300, tie=True, eps=1e-5, rope_theta=10000.0),
+    # llama.cpp runs Mistral as GGUF arch "llama". The sliding window (128) is shorter than
+    # max_pos, so shardserve caps the context at it; the fixture's 80 tokens fit inside it, where
+    # sliding-window attention is plain causal attention.
+    "mistral": dict(
+        _COMMON, seed=1, hf_arch="MistralForCausalLM", model_type="mistral",
+        gguf_arch="llama", vocab=320, eps=1e-5, rope_theta=1000000.0, sliding_window=128),
 }
 
 
@@ -380,6 +386,8 @@ def hf_config(spec):
         c["use_sliding_window"] = False
         c["sliding_window"] = None
         c["max_window_layers"] = spec["layers"]
+    if fam == "mistral":
+        c["sliding_window"] = spec["sliding_window"]
     if fam == "mixtral":
         c["num_local_experts"] = spec["experts"]
         c["num_experts_per_tok"] = spec["topk"]

@@ -284,8 +284,12 @@ int Serve() {
     std::fprintf(stderr, "shardserve serve: the layout has no engine group\n");
     return 2;
   }
-  const int threads = absl::GetFlag(FLAGS_threads);
-  options.threads_per_worker = threads > 0 ? threads : std::max(1, CpuCount() / num_workers);
+  const absl::StatusOr<int> threads = ThreadsFromFlags();
+  if (!threads.ok()) {
+    std::fprintf(stderr, "shardserve serve: %s\n", std::string(threads.status().message()).c_str());
+    return 2;
+  }
+  options.threads_per_worker = *threads > 0 ? *threads : std::max(1, CpuCount() / num_workers);
   options.worker_flags.push_back(
       absl::StrCat("--max_num_seqs=", absl::GetFlag(FLAGS_max_num_seqs)));
   options.worker_flags.push_back(

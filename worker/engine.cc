@@ -37,8 +37,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const WeightSource* weigh
   }
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
-  const int threads = options.num_threads > 0 ? options.num_threads : ThreadPool::DefaultThreads();
-  e->pool_ = std::make_unique<ThreadPool>(threads);
+  ASSIGN_OR_RETURN(e->pool_, ThreadPool::Create(options.num_threads));
   ASSIGN_OR_RETURN(e->decoder_, Decoder::Create(weights));
   const ModelConfig& c = e->decoder_->config();
   KvCacheShape shape;

@@ -30,7 +30,7 @@
 namespace shardserve {
 
 struct EngineOptions {
-  int num_threads = 0;  // 0: every CPU this process may use
+  int num_threads = 0;  // 0: every CPU this process may use; else 1..ThreadPool::MaxThreads()
   // K and V of all layers. 0: room for one sequence of the model's whole context window, at most
   // 4 GiB (pages are only touched when used).
   int64_t kv_cache_bytes = 0;

@@ -35,8 +35,7 @@ absl::StatusOr<std::unique_ptr<GroupEngine>> GroupEngine::Create(const WeightSou
   }
   std::unique_ptr<GroupEngine> e(new GroupEngine(shard, comms));
   e->options_ = options;
-  const int threads = options.num_threads > 0 ? options.num_threads : ThreadPool::DefaultThreads();
-  e->pool_ = std::make_unique<ThreadPool>(threads);
+  ASSIGN_OR_RETURN(e->pool_, ThreadPool::Create(options.num_threads));
   ASSIGN_OR_RETURN(e->decoder_, Decoder::Create(weights, shard, comms.decoder));
   const ModelConfig& c = e->decoder_->config();
 

@@ -2,8 +2,8 @@
 //
 //   shardserve-worker --coordinator=127.0.0.1:7000 --pool=both --device=cpu --threads=2
 //
-// Exits 0 after SIGINT or SIGTERM, 1 when setup fails (the reason is printed and reported to the
-// coordinator) or the coordinator declares the worker dead.
+// Exits 0 after SIGINT or SIGTERM, 2 for a bad flag, 1 when setup fails (the reason is printed and
+// reported to the coordinator) or the coordinator declares the worker dead.
 #include <signal.h>
 #include <unistd.h>
 
@@ -19,6 +19,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/metrics_server.h"
+#include "common/thread_pool.h"
 #include "glog/logging.h"
 #include "prometheus/registry.h"
 #include "worker/worker_process.h"
@@ -26,7 +27,8 @@
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7000", "HOST:PORT of the coordinator");
 ABSL_FLAG(std::string, pool, "both", "pool this worker serves: prefill, decode or both");
 ABSL_FLAG(std::string, device, "cpu", "cpu (cuda:N is refused until the CUDA backend exists)");
-ABSL_FLAG(int32_t, threads, 1, "CPU threads for compute");
+ABSL_FLAG(int32_t, threads, 1,
+          "CPU threads for compute; 0 uses every CPU available to the process");
 ABSL_FLAG(std::string, model, "", "model path or name; empty loads the coordinator's model");
 ABSL_FLAG(std::string, host, "",
           "address peers reach this worker at; empty uses the host name. Ranks reporting the "
@@ -107,6 +109,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.num_threads = absl::GetFlag(FLAGS_threads);
+  if (const absl::Status valid = shardserve::ThreadPool::ValidateNumThreads(options.num_threads);
+      !valid.ok()) {
+    std::fprintf(stderr, "shardserve-worker: --threads %s\n", std::string(valid.message()).c_str());
+    return 2;
+  }
   options.model = absl::GetFlag(FLAGS_model);
   options.host = absl::GetFlag(FLAGS_host).empty() ? HostName() : absl::GetFlag(FLAGS_host);
   options.group_timeout = absl::GetFlag(FLAGS_group_timeout);

@@ -5,13 +5,13 @@
 //
 // x and y are F32; w is F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K or Q6_K, used in place (a tensor
 // mapped from a GGUF file, or a row slice of one through row_stride_bytes). x and y rows may be
-// strided too. Two strategies, picked by m:
-//   - up to 96 rows (decode, small batches): x is quantized once to the weight type's activation
-//     format (vec_dot.h) and the n output columns are split over the pool in runs of 16; each
-//     weight row is read from memory once for all x rows. Integer dot products within blocks,
-//     as llama.cpp computes them.
-//   - more rows (prefill): tiles of w are dequantized to F32 and multiplied with OpenBLAS sgemm,
-//     each pool thread owning a range of output columns.
+// strided too. Two strategies:
+//   - quantized weights at every m, float weights up to 96 rows: x is quantized once to the
+//     weight type's activation format (vec_dot.h) and the n output columns are split over the
+//     pool in runs of 16; each weight row is read from memory once for all x rows. Integer dot
+//     products within blocks, as llama.cpp computes them.
+//   - float weights over 96 rows (prefill): tiles of w are dequantized to F32 and multiplied with
+//     OpenBLAS sgemm, each pool thread owning a range of output columns.
 //
 //   ThreadPool pool(2);
 //   RETURN_IF_ERROR(MatMul(x, w, y, &pool));

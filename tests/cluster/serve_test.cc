@@ -3,7 +3,7 @@
 // line once every group is ready, and on SIGTERM stops them all and exits 0 leaving no process
 // behind; killed outright, its children die with it; a layout the model refuses ends it at once
 // with the coordinator's reason and exit code. Also: generate and bench report an unreachable
-// server instead of waiting.
+// server instead of waiting; every command taking --threads refuses a bad count with exit code 2.
 //
 // Ports are picked by the coordinator (--port=0, read from the ready line); every wait has a
 // deadline and ChildProcesses ends whatever the test started, also when an assertion fails.
@@ -296,6 +296,29 @@ TEST_F(ServeTest, ClientsReportAnUnreachableServer) {
   ASSERT_TRUE(code.has_value()) << children_.Output(bench);
   EXPECT_EQ(*code, 1) << children_.Output(bench);
   EXPECT_TRUE(absl::StrContains(children_.Output(bench), "UNAVAILABLE")) << children_.Output(bench);
+}
+
+TEST_F(ServeTest, BadThreadCountsExitWithCode2) {
+  const std::vector<std::vector<std::string>> commands = {
+      {Runfile("tools/shardserve"), "run", "--model=" + ModelPath(), "--prompt=hi"},
+      {Runfile("tools/shardserve"), "bench-engine", "--model=" + ModelPath()},
+      {Runfile("tools/shardserve"), "serve", "--model=" + ModelPath(), "--port=0",
+       "--log_dir=" + TempDir()},
+      {Runfile("worker/shardserve-worker"), absl::StrCat("--coordinator=127.0.0.1:", ClosedPort())},
+  };
+  for (const std::string threads : {"-3", "100000"}) {
+    for (std::vector<std::string> argv : commands) {
+      argv.push_back("--threads=" + threads);
+      const std::string what = absl::StrCat(argv[0], " ", argv[1], " --threads=", threads);
+      const pid_t pid = children_.Spawn("bad-threads", argv);
+      const absl::optional<int> code = children_.WaitExit(pid, kExitTimeout);
+      ASSERT_TRUE(code.has_value()) << what << " still runs:\n" << children_.Output(pid);
+      const std::string out = children_.Output(pid);
+      EXPECT_EQ(*code, 2) << what << "\n" << out;
+      EXPECT_TRUE(absl::StrContains(out, "--threads must be 0")) << what << out;
+      EXPECT_TRUE(absl::StrContains(out, absl::StrCat("got ", threads))) << what << "\n" << out;
+    }
+  }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "model/model_config.h"
 #include "nlohmann/json.hpp"
 #include "tests/conformance/decoder_runner.h"
 
@@ -73,6 +74,21 @@ TEST_P(TinyModelTest, MatchesLlamaCppPrefillAndGreedyDecode) {
   }
 }
 
+// Mistral's sliding window is not implemented as a windowed attention: the HF config's window
+// (128, shorter than max_position_embeddings 256) only caps the context, which is exact because
+// attention within the window is plain causal attention. The GGUF (arch "llama") has no window.
+TEST(TinyMistralTest, SlidingWindowCapsTheContext) {
+  const std::string dir = RunfilePath("tests/fixtures/tiny/mistral");
+  auto hf = DecoderRunner::Open(dir, 1, 16);
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  EXPECT_EQ((*hf)->config().arch, Architecture::kMistral);
+  EXPECT_EQ((*hf)->config().max_position_embeddings, 128);
+  auto gguf = DecoderRunner::Open(dir + "/model.gguf", 1, 16);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  EXPECT_EQ((*gguf)->config().arch, Architecture::kLlama);
+  EXPECT_EQ((*gguf)->config().max_position_embeddings, 256);
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, TinyModelTest,
                          ::testing::Values(Case{"mixtral", "."}, Case{"mixtral", "model.gguf"},
                                            Case{"mixtral", "bf16"}, Case{"mixtral", "sharded"},
@@ -81,7 +97,8 @@ INSTANTIATE_TEST_SUITE_P(Families, TinyModelTest,
                                            Case{"olmoe", "."}, Case{"olmoe", "model.gguf"},
                                            Case{"qwen2", "."}, Case{"qwen2", "model.gguf"},
                                            Case{"qwen3", "."}, Case{"qwen3", "model.gguf"},
-                                           Case{"llama", "."}, Case{"llama", "model.gguf"}),
+                                           Case{"llama", "."}, Case{"llama", "model.gguf"},
+                                           Case{"mistral", "."}, Case{"mistral", "model.gguf"}),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            std::string name =
                                info.param.family + "_" +
