@@ -449,6 +449,12 @@ void ServingEngine::Loop() {
       continue;
     }
     const SchedulerOutput out = scheduler_.HasWork() ? scheduler_.Schedule() : SchedulerOutput{};
+    {
+      // Admission moved requests out of the queue: say so before any of their tokens is out, so
+      // that a client reacting to a token does not find them still counted as waiting.
+      absl::MutexLock lock(&mu_);
+      load_.waiting = scheduler_.num_waiting() + static_cast<int32_t>(remote_waiting_.size());
+    }
     if (out.chunks.empty() && !HasKvWork()) {
       // Nothing fits this step (only possible while blocks are being freed): try again soon.
       UpdateLoad(0, 0, 0);
