@@ -97,7 +97,7 @@ def bench(args, address, num_prompts, rate, concurrency=0, slo=None, seed=1):
 
 def kv_bench(args, tokens):
     out = subprocess.run(
-        [args.kv_bench, f"--tokens={tokens}", "--iters=10"], check=True, capture_output=True,
+        [args.kv_bench, f"--tokens={tokens}", "--iters=30"], check=True, capture_output=True,
         text=True).stdout
     m = re.search(r"ratio transport / raw \(medians\): ([0-9.]+)x", out)
     return out, float(m.group(1)) if m else None
