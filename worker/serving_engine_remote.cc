@@ -86,12 +86,13 @@ void ServingEngine::StartPrefill(int64_t seq_id, Remote& r) {
 }
 
 void ServingEngine::AdvanceRemotes() {
-  if (remotes_.empty()) return;
+  // Drained even with no remote request left, so the loop's idle wait never sees a stale one.
   std::vector<std::pair<int64_t, absl::StatusOr<v1::PrefillReply>>> done;
   {
     absl::MutexLock lock(&mu_);
     done.swap(prefill_done_);
   }
+  if (remotes_.empty()) return;
   for (auto& [seq_id, reply] : done) {
     auto it = remotes_.find(seq_id);
     if (it == remotes_.end()) continue;
