@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -106,9 +107,7 @@ PackedX PackX(const TensorView& x, DType wtype, int64_t k, int slot, ThreadPool*
       PackActivations(wtype, x.row<float>(i), k, dst + i * stride, isa);
     }
   };
-  // With many rows the packing is worth spreading over the pool. With few, the caller packs
-  // them while they are in its cache (it usually just wrote x) rather than paying a job and
-  // moving them between cores.
+  // With several rows the packing is worth spreading over the pool; one row is not.
   if (m >= kMinParallelPackRows) {
     RunParallel(pool, m, 1, pack);
   } else {
@@ -296,8 +295,10 @@ absl::Status MatMulSwiGlu(const TensorView& x, const TensorView& w_gate, const T
       const int64_t nw = std::min(kColumnGrain, n - j);
       DecodeTile(gate_kernel, w_gate, gate_x, m, j, nw, gate, kColumnGrain);
       DecodeTile(up_kernel, w_up, up_x, m, j, nw, up, kColumnGrain);
+      // One call over the whole tile (a last, narrower tile's unused columns included).
+      SwiGlu(gate, up, 1, m * kColumnGrain, gate, nullptr);
       for (int64_t i = 0; i < m; ++i) {
-        SwiGlu(gate + i * kColumnGrain, up + i * kColumnGrain, 1, nw, out0 + i * n + j, nullptr);
+        std::memcpy(out0 + i * n + j, gate + i * kColumnGrain, nw * sizeof(float));
       }
     }
   });

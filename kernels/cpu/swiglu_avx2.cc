@@ -1,8 +1,8 @@
 // AVX2 SwiGLU, bit-identical to the portable loop of swiglu.cc. Compiled with -mavx2 -mfma, so
 // nothing here may run before the dispatcher (swiglu.cc) has checked the CPU; keep this file free
 // of inline library templates, whose AVX2 copies the linker could pick for callers elsewhere.
-// NOTES: every operation is an explicit intrinsic, so -mfma cannot contract a multiply and an
-// add into one rounding.
+// NOTES: built with -ffp-contract=off (BUILD.bazel): GCC implements these intrinsics as vector
+// arithmetic and would otherwise fuse a multiply and an add into one FMA.
 #include <immintrin.h>
 
 #include "kernels/cpu/swiglu_internal.h"
