@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <numeric>
+#include <random>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -133,6 +136,52 @@ TEST(ThreadPoolDeathTest, RefusedThreadsAreAStatusNotAnException) {
                       : 1);
       },
       ::testing::ExitedWithCode(0), "RESOURCE_EXHAUSTED: could start only 1 of 2 threads");
+}
+
+// Back-to-back jobs of every small shape: each index runs once, inside its own job (a worker
+// that wakes late must never run a piece of a job that has returned, whose captures are gone).
+TEST(ThreadPoolTest, ManyShortJobsRunEachPieceOnceInsideTheirJob) {
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    std::mt19937 rng(threads);
+    std::atomic<int64_t> current_job{-1};
+    std::atomic<int64_t> stray_calls{0};
+    for (int64_t job = 0; job < 20000; ++job) {
+      const int64_t n = std::uniform_int_distribution<int64_t>(1, 40)(rng);
+      const int64_t grain = std::uniform_int_distribution<int64_t>(1, 5)(rng);
+      std::vector<std::atomic<int>> hits(n);
+      current_job.store(job);
+      pool.ParallelFor(n, grain, [&, job](int64_t b, int64_t e) {
+        if (current_job.load() != job) stray_calls.fetch_add(1);
+        for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+      });
+      current_job.store(-1);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(1, hits[i].load()) << "job " << job << " i=" << i;
+    }
+    EXPECT_EQ(0, stray_calls.load());
+  }
+}
+
+// A piece that takes long on one thread does not hold back the rest of that thread's share: the
+// other threads take it over (as they would from a worker the OS descheduled).
+TEST(ThreadPoolTest, IdleThreadsTakeOverAnotherThreadsShare) {
+  ThreadPool pool(2);
+  const int64_t n = 64;
+  std::vector<std::atomic<int>> hits(n);
+  std::atomic<int> worker_pieces{0};
+  std::atomic<int64_t> done_by_caller{0};
+  const auto caller = std::this_thread::get_id();
+  pool.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    if (std::this_thread::get_id() == caller) {
+      done_by_caller.fetch_add(e - b);
+    } else if (worker_pieces.fetch_add(1) == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the worker stalls
+    }
+    for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+  });
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(1, hits[i].load()) << i;
+  // The caller's own share is half; it also did what the stalled worker had not begun.
+  EXPECT_GT(done_by_caller.load(), n / 2);
 }
 
 }  // namespace

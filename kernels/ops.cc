@@ -1,6 +1,8 @@
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -44,14 +46,19 @@ cpu::PagedKvCache ToCpuCache(const KvLayerView& c) {
   return p;
 }
 
-// The RoPE table of the last parameters seen: every layer of a model uses the same ones.
-const cpu::RopeTable& CachedRopeTable(const RopeParams& p, int head_dim) {
-  struct Entry {
-    RopeParams params;
-    int head_dim = -1;
-    std::unique_ptr<cpu::RopeTable> table;
-  };
-  thread_local Entry entry;
+// The RoPE table of the last parameters seen (every layer of a model uses the same ones), with
+// the cos/sin of the last positions it was applied at: every layer of a step rotates the same
+// positions, and recomputing the trigonometry per layer would cost more than the rotation.
+struct RopeCache {
+  RopeParams params;
+  int head_dim = -1;
+  std::unique_ptr<cpu::RopeTable> table;
+  std::vector<int32_t> positions;  // of cos_sin
+  std::vector<float> cos_sin;
+};
+
+RopeCache& CachedRope(const RopeParams& p, int head_dim) {
+  thread_local RopeCache entry;
   const bool same = entry.table != nullptr && entry.head_dim == head_dim &&
                     entry.params.style == p.style && entry.params.theta == p.theta &&
                     entry.params.rotary_dim == p.rotary_dim && entry.params.scaling == p.scaling &&
@@ -84,8 +91,10 @@ const cpu::RopeTable& CachedRopeTable(const RopeParams& p, int head_dim) {
     entry.params = p;
     entry.head_dim = head_dim;
     entry.table = std::make_unique<cpu::RopeTable>(c);
+    entry.positions.clear();
+    entry.cos_sin.clear();
   }
-  return *entry.table;
+  return entry;
 }
 
 }  // namespace
@@ -134,6 +143,19 @@ absl::Status MatMul(const OpContext& ctx, const TensorView& x, const TensorView&
   return cpu::MatMul(x, w, y, ctx.pool);
 }
 
+absl::Status MatMulMulti(const OpContext& ctx, const TensorView& x, absl::Span<const TensorView> ws,
+                         absl::Span<const TensorView> ys) {
+  RETURN_IF_ERROR(RequireCpu(ctx, "MatMulMulti"));
+  return cpu::MatMulMulti(x, ws, ys, ctx.pool);
+}
+
+absl::Status MatMulSwiGlu(const OpContext& ctx, const TensorView& x, const TensorView& w_gate,
+                          const TensorView& w_up, const TensorView& out) {
+  RETURN_IF_ERROR(RequireCpu(ctx, "MatMulSwiGlu"));
+  RETURN_IF_ERROR(RequireF32Packed(out, "MatMulSwiGlu", "out"));
+  return cpu::MatMulSwiGlu(x, w_gate, w_up, out, ctx.pool);
+}
+
 absl::Status AddBias(const OpContext& ctx, const TensorView& y, const TensorView& bias) {
   RETURN_IF_ERROR(RequireCpu(ctx, "AddBias"));
   RETURN_IF_ERROR(RequireF32Packed(y, "AddBias", "y"));
@@ -169,9 +191,15 @@ absl::Status Rope(const OpContext& ctx, const RopeParams& params,
     return absl::InvalidArgumentError(
         absl::StrCat("Rope: q ", q.ShapeString(), " k ", k.ShapeString(), " positions ", n));
   }
-  const cpu::RopeTable& table = CachedRopeTable(params, static_cast<int>(q.dim(2)));
-  table.Apply(positions.data(), n, q.ptr<float>(), static_cast<int>(q.dim(1)), k.ptr<float>(),
-              static_cast<int>(k.dim(1)), ctx.pool);
+  RopeCache& rope = CachedRope(params, static_cast<int>(q.dim(2)));
+  if (!std::equal(positions.begin(), positions.end(), rope.positions.begin(),
+                  rope.positions.end())) {
+    rope.positions.assign(positions.begin(), positions.end());
+    rope.cos_sin.resize(n * rope.table->rotary_dim());
+    rope.table->ComputeCosSin(positions.data(), n, rope.cos_sin.data());
+  }
+  rope.table->ApplyCosSin(rope.cos_sin.data(), n, q.ptr<float>(), static_cast<int>(q.dim(1)),
+                          k.ptr<float>(), static_cast<int>(k.dim(1)), ctx.pool);
   return absl::OkStatus();
 }
 

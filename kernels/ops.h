@@ -81,6 +81,16 @@ absl::Status RmsNorm(const OpContext& ctx, const TensorView& x, const TensorView
 absl::Status MatMul(const OpContext& ctx, const TensorView& x, const TensorView& w,
                     const TensorView& y);
 
+// ys[i] = x . ws[i]^T for every i (at most 4): projections of one input (q, k, v) in one job.
+// Each ys[i] is bit-identical to MatMul(ctx, x, ws[i], ys[i]).
+absl::Status MatMulMulti(const OpContext& ctx, const TensorView& x, absl::Span<const TensorView> ws,
+                         absl::Span<const TensorView> ys);
+
+// out = silu(x . w_gate^T) * (x . w_up^T): a gated MLP's first half in one job. Bit-identical to
+// two MatMuls followed by SwiGlu. out: [rows, n] packed F32.
+absl::Status MatMulSwiGlu(const OpContext& ctx, const TensorView& x, const TensorView& w_gate,
+                          const TensorView& w_up, const TensorView& out);
+
 // y[i, :] += bias[:]. y: [rows, n] F32, bias: [n] F32.
 absl::Status AddBias(const OpContext& ctx, const TensorView& y, const TensorView& bias);
 

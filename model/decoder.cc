@@ -108,7 +108,6 @@ void Decoder::EnsureScratch(int64_t n) {
   sum_sq_.resize(n * 2);
   if (!c.is_moe()) {
     gate_.resize(n * inter_);
-    up_.resize(n * inter_);
   }
 }
 
@@ -158,9 +157,11 @@ absl::Status Decoder::Attention(const OpContext& ctx, const LayerWeights& w,
   const TensorView q = F32(q_.data(), n, q_dim_);
   const TensorView k = F32(k_.data(), n, kv_dim_);
   const TensorView v = F32(v_.data(), n, kv_dim_);
-  RETURN_IF_ERROR(ops::MatMul(ctx, x, w.q, q));
-  RETURN_IF_ERROR(ops::MatMul(ctx, x, w.k, k));
-  RETURN_IF_ERROR(ops::MatMul(ctx, x, w.v, v));
+  // One op for the three projections: x is quantized once and a decode batch pays for one
+  // parallel job instead of three (the outputs are the same bits as three MatMuls).
+  const TensorView qkv_w[] = {w.q, w.k, w.v};
+  const TensorView qkv_y[] = {q, k, v};
+  RETURN_IF_ERROR(ops::MatMulMulti(ctx, x, qkv_w, qkv_y));
   if (!w.q_bias.empty()) {
     RETURN_IF_ERROR(ops::AddBias(ctx, q, w.q_bias.view()));
     RETURN_IF_ERROR(ops::AddBias(ctx, k, w.k_bias.view()));
@@ -195,10 +196,9 @@ absl::Status Decoder::DenseMlp(const OpContext& ctx, const LayerWeights& w, int6
   const ModelConfig& c = config_;
   const TensorView x = F32(normed_.data(), n, c.hidden_size);
   const TensorView gate = F32(gate_.data(), n, inter_);
-  const TensorView up = F32(up_.data(), n, inter_);
-  RETURN_IF_ERROR(ops::MatMul(ctx, x, w.gate, gate));
-  RETURN_IF_ERROR(ops::MatMul(ctx, x, w.up, up));
-  RETURN_IF_ERROR(ops::SwiGlu(ctx, gate, up, gate));
+  // gate and up and the SwiGLU between them in one job, each run of columns combined while it
+  // is in the computing thread's cache (the same bits as two MatMuls and SwiGlu).
+  RETURN_IF_ERROR(ops::MatMulSwiGlu(ctx, x, w.gate, w.up, gate));
   RETURN_IF_ERROR(ops::MatMul(ctx, gate, w.down, F32(proj_.data(), n, c.hidden_size)));
   return ReduceIntoResidual(ctx, n);
 }

@@ -160,8 +160,7 @@ class Decoder {
   std::vector<float> v_;                // [num_tokens, kv_dim_]
   std::vector<float> attn_out_;         // [num_tokens, q_dim_]
   std::vector<float> proj_;             // [num_tokens, hidden]
-  std::vector<float> gate_;             // [num_tokens, inter_]
-  std::vector<float> up_;               // [num_tokens, inter_]
+  std::vector<float> gate_;             // [num_tokens, inter_] silu(gate) * up
   std::vector<float> sum_sq_;           // [num_tokens, 2] q and k sums of squares (sharded OLMoE)
   std::vector<float> out_rows_;         // [num_outputs, hidden]
   std::vector<float> logits_slice_;     // [num_outputs, vocab_per_rank] (padded, TP > 1)

@@ -1,12 +1,12 @@
 #include "worker/kv_cache.h"
 
-#include <cstdlib>
+#include <sys/mman.h>
 
 #include "absl/strings/str_cat.h"
 
 namespace shardserve {
 
-void KvCache::FreeDeleter::operator()(float* p) const { std::free(p); }
+void KvCache::Unmapper::operator()(float* p) const { munmap(p, bytes); }
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& shape) {
   if (shape.num_layers <= 0 || shape.num_blocks <= 0 || shape.block_size <= 0 ||
@@ -22,11 +22,15 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheShape& sha
         absl::StrCat("KV cache of ", total * 4, " bytes is too large"));
   }
   std::unique_ptr<KvCache> cache(new KvCache(shape));
-  cache->storage_.reset(static_cast<float*>(std::calloc(total, sizeof(float))));
-  if (cache->storage_ == nullptr) {
+  const size_t bytes = static_cast<size_t>(total) * sizeof(float);
+  // Anonymous pages read as zeros until written, as calloc's did.
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV cache of ", total * 4, " bytes"));
   }
+  cache->storage_ = std::unique_ptr<float, Unmapper>(static_cast<float*>(p), Unmapper{bytes});
   cache->num_floats_ = total;
   float* base = cache->storage_.get();
   for (int64_t l = 0; l < shape.num_layers; ++l) {

@@ -41,17 +41,30 @@ bool InVocab(int32_t token_id, size_t vocab_size) {
   return token_id >= 0 && static_cast<size_t>(token_id) < vocab_size;
 }
 
-// The lowest-id maximum; token 0 when every logit is -inf.
+// The lowest-id maximum; token 0 when every logit is -inf. NaN logits never win (a NaN at id 0
+// makes it 0).
 int32_t Argmax(absl::Span<const float> logits) {
-  int32_t best = 0;
-  float best_logit = logits[0];
-  for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > best_logit) {
-      best_logit = logits[i];
-      best = static_cast<int32_t>(i);
-    }
+  // Greedy decoding runs this over every sequence's whole vocabulary each step, so it is two
+  // passes that compilers vectorise instead of one compare-and-branch per logit: the maximum,
+  // kept in eight independent running maxima, then the first id holding it. Written as
+  // `x > m ? x : m`, a NaN x never replaces m, as in a scan with a strict comparison.
+  const float* x = logits.data();
+  const size_t n = logits.size();
+  float lane_max[8];
+  for (float& m : lane_max) m = x[0];
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) lane_max[l] = x[i + l] > lane_max[l] ? x[i + l] : lane_max[l];
   }
-  return best;
+  float best = x[0];
+  for (float m : lane_max) best = m > best ? m : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  // best is x[0] (perhaps NaN) or a larger logit; equal values (+0 and -0 included) tie to the
+  // lower id, as the strict comparison of a single scan would.
+  for (size_t j = 0; j < n; ++j) {
+    if (x[j] == best) return static_cast<int32_t>(j);
+  }
+  return 0;  // x[0] is NaN
 }
 
 // The k best candidates, 0 < k < logits.size(), in unspecified order.

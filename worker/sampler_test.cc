@@ -71,6 +71,39 @@ TEST(SamplerTest, GreedyTakesArgmaxLowestIdOnTies) {
   EXPECT_EQ(sampler.Sample(absl::MakeSpan(all_neg_inf), params, history, rng).token_id, 0);
 }
 
+// The greedy path against one plain scan with a strict comparison, on vocabularies of every
+// length around the vectorised block size, with ties, NaNs and signed zeros placed anywhere.
+TEST(SamplerTest, GreedyMatchesAStrictScan) {
+  Sampler sampler({kEos});
+  SamplingParams params;
+  params.temperature = 0.0f;
+  Rng rng(1);
+  SequenceHistory history;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::mt19937 gen(7);
+  for (int vocab : {1, 2, 7, 8, 9, 15, 16, 17, 33, 1000, 49152}) {
+    for (int trial = 0; trial < 40; ++trial) {
+      std::vector<float> logits(vocab);
+      std::uniform_int_distribution<int> small(-3, 3);
+      for (float& l : logits) l = static_cast<float>(small(gen));  // many ties
+      std::uniform_int_distribution<int> at(0, vocab - 1);
+      for (int e = 0; e < 3; ++e) {
+        const float special[] = {nan, -0.0f, 0.0f, kNegInf, 3.0f};
+        logits[at(gen)] = special[(trial + e) % 5];
+      }
+      if (trial % 7 == 0) logits[0] = nan;
+      if (trial % 11 == 0) std::fill(logits.begin(), logits.end(), kNegInf);
+      int32_t want = 0;
+      for (int i = 1; i < vocab; ++i) {
+        if (logits[i] > logits[want]) want = i;
+      }
+      std::vector<float> scratch = logits;
+      EXPECT_EQ(sampler.Sample(absl::MakeSpan(scratch), params, history, rng).token_id, want)
+          << "vocab " << vocab << " trial " << trial;
+    }
+  }
+}
+
 TEST(SamplerTest, GreedyUsesPenalisedLogits) {
   Sampler sampler({kEos});
   SamplingParams params;

@@ -3,12 +3,15 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/cpu/quantize.h"
+#include "kernels/cpu/swiglu.h"
 #include "kernels/cpu/vec_dot.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -83,38 +86,57 @@ void RunParallel(ThreadPool* pool, int64_t n, int64_t grain,
   }
 }
 
+// Activation rows packed for one weight type's kernel. The rows live in the calling thread's
+// buffer (one per slot, so that several packings can be live at once); workers only read them
+// during the call that packed them.
+struct PackedX {
+  const uint8_t* data = nullptr;
+  int64_t stride = 0;  // bytes
+};
+
+PackedX PackX(const TensorView& x, DType wtype, int64_t k, int slot, ThreadPool* pool, Isa isa) {
+  const int64_t m = x.rows();
+  if (IsFloatType(wtype)) return {static_cast<const uint8_t*>(x.data), x.stride_bytes()};
+  thread_local std::vector<uint8_t> buffers[kMaxSharedInputs];
+  std::vector<uint8_t>& packed = buffers[slot];
+  const int64_t stride = PackedActivationBytes(wtype, k);
+  if (packed.size() < static_cast<size_t>(m * stride)) packed.resize(m * stride);
+  uint8_t* dst = packed.data();
+  auto pack = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      PackActivations(wtype, x.row<float>(i), k, dst + i * stride, isa);
+    }
+  };
+  // With several rows the packing is worth spreading over the pool; one row is not.
+  if (m >= kMinParallelPackRows) {
+    RunParallel(pool, m, 1, pack);
+  } else {
+    pack(0, m);
+  }
+  return {dst, stride};
+}
+
+// Output columns [j, j + nw) of y = x . w^T, nw <= kColumnGrain, into y_j[i * y_stride + c]
+// for column j + c.
+inline void DecodeTile(const VecDotKernel* kernel, const TensorView& w, const PackedX& xp,
+                       int64_t m, int64_t j, int64_t nw, float* y_j, int64_t y_stride) {
+  kernel->dot_tile(w.dim(1), w.row<uint8_t>(j), w.stride_bytes(), nw, xp.data, xp.stride, m, y_j,
+                   y_stride);
+}
+
+int64_t NumTiles(int64_t n) { return (n + kColumnGrain - 1) / kColumnGrain; }
+
 void MatMulDecode(const TensorView& x, const TensorView& w, const TensorView& y, ThreadPool* pool,
                   Isa isa) {
-  const int64_t m = x.rows(), k = w.dim(1), n = w.dim(0);
+  const int64_t m = x.rows(), n = w.dim(0);
   const VecDotKernel* kernel = GetVecDotKernel(w.dtype, isa);
-  const uint8_t* xp = static_cast<const uint8_t*>(x.data);
-  int64_t x_stride = x.stride_bytes();
-  // The packed rows live in the calling thread's buffer; workers only read it during this call.
-  thread_local std::vector<uint8_t> packed;
-  if (!IsFloatType(w.dtype)) {
-    x_stride = PackedActivationBytes(w.dtype, k);
-    if (packed.size() < static_cast<size_t>(m * x_stride)) packed.resize(m * x_stride);
-    uint8_t* dst = packed.data();
-    auto pack = [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        PackActivations(w.dtype, x.row<float>(i), k, dst + i * x_stride, isa);
-      }
-    };
-    // With several rows the packing is worth spreading over the pool; one row is not.
-    if (m >= kMinParallelPackRows) {
-      RunParallel(pool, m, 1, pack);
-    } else {
-      pack(0, m);
-    }
-    xp = dst;
-  }
+  const PackedX xp = PackX(x, w.dtype, w.dim(1), 0, pool, isa);
   float* y0 = y.row<float>(0);
   const int64_t y_stride = y.stride_bytes() / static_cast<int64_t>(sizeof(float));
-  const int64_t w_stride = w.stride_bytes();
-  RunParallel(pool, n, kColumnGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; j += kColumnGrain) {
-      const int64_t nw = std::min(kColumnGrain, end - j);
-      kernel->dot_tile(k, w.row<uint8_t>(j), w_stride, nw, xp, x_stride, m, y0 + j, y_stride);
+  RunParallel(pool, NumTiles(n), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t j = t * kColumnGrain;
+      DecodeTile(kernel, w, xp, m, j, std::min(kColumnGrain, n - j), y0 + j, y_stride);
     }
   });
 }
@@ -132,10 +154,12 @@ void MatMulPrefill(const TensorView& x, const TensorView& w, const TensorView& y
   const int64_t tile_rows = std::max<int64_t>(
       kColumnGrain,
       kDequantTileBytes / (k * static_cast<int64_t>(sizeof(float))) / kColumnGrain * kColumnGrain);
-  RunParallel(pool, n, kColumnGrain, [&](int64_t begin, int64_t end) {
+  // Fixed column tiles, whichever thread takes them: sgemm's rounding may depend on the shape
+  // of the call, and the pool's split of the work varies from call to call.
+  RunParallel(pool, (n + tile_rows - 1) / tile_rows, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> tile;
-    for (int64_t j = begin; j < end; j += tile_rows) {
-      const int64_t nw = std::min(tile_rows, end - j);
+    for (int64_t j = begin * tile_rows; j < std::min(n, end * tile_rows); j += tile_rows) {
+      const int64_t nw = std::min(tile_rows, n - j);
       const float* b = nullptr;
       int64_t b_ld = k;
       if (direct) {
@@ -174,6 +198,110 @@ absl::Status MatMulWithOptions(const TensorView& x, const TensorView& w, const T
   } else {
     MatMulPrefill(x, w, y, pool, options.isa);
   }
+  return absl::OkStatus();
+}
+
+namespace {
+
+bool UseDecodePath(const TensorView& x, const TensorView& w) {
+  return !IsFloatType(w.dtype) || x.rows() <= kDefaultMaxFloatDecodeRows;
+}
+
+}  // namespace
+
+absl::Status MatMulMulti(const TensorView& x, absl::Span<const TensorView> ws,
+                         absl::Span<const TensorView> ys, ThreadPool* pool) {
+  if (ws.size() != ys.size() || ws.empty() || ws.size() > kMaxSharedInputs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMulMulti: ", ws.size(), " weights and ", ys.size(), " outputs"));
+  }
+  bool decode = true;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    if (absl::Status s = Validate(x, ws[i], ys[i]); !s.ok()) return s;
+    decode = decode && UseDecodePath(x, ws[i]);
+  }
+  const int64_t m = x.rows();
+  if (!decode || m == 0) {
+    for (size_t i = 0; i < ws.size(); ++i) RETURN_IF_ERROR(MatMul(x, ws[i], ys[i], pool));
+    return absl::OkStatus();
+  }
+  const Isa isa = ActiveIsa();
+  // Per weight: its kernel, its packed x (shared by weights of one type), and where its column
+  // tiles start in the joint list.
+  const VecDotKernel* kernels[kMaxSharedInputs];
+  PackedX packed[kMaxSharedInputs];
+  int64_t first_tile[kMaxSharedInputs + 1];
+  first_tile[0] = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    kernels[i] = GetVecDotKernel(ws[i].dtype, isa);
+    size_t same = 0;
+    while (same < i && !(ws[same].dtype == ws[i].dtype && ws[same].dim(1) == ws[i].dim(1))) {
+      ++same;
+    }
+    packed[i] = same < i ? packed[same]
+                         : PackX(x, ws[i].dtype, ws[i].dim(1), static_cast<int>(i), pool, isa);
+    first_tile[i + 1] = first_tile[i] + NumTiles(ws[i].dim(0));
+  }
+  const int num = static_cast<int>(ws.size());
+  RunParallel(pool, first_tile[num], 1, [&](int64_t begin, int64_t end) {
+    int i = 0;
+    for (int64_t t = begin; t < end; ++t) {
+      while (t >= first_tile[i + 1]) ++i;
+      const TensorView& w = ws[i];
+      const int64_t j = (t - first_tile[i]) * kColumnGrain;
+      DecodeTile(kernels[i], w, packed[i], m, j, std::min(kColumnGrain, w.dim(0) - j),
+                 ys[i].row<float>(0) + j,
+                 ys[i].stride_bytes() / static_cast<int64_t>(sizeof(float)));
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status MatMulSwiGlu(const TensorView& x, const TensorView& w_gate, const TensorView& w_up,
+                          const TensorView& out, ThreadPool* pool) {
+  if (absl::Status s = Validate(x, w_gate, out); !s.ok()) return s;
+  if (absl::Status s = Validate(x, w_up, out); !s.ok()) return s;
+  const int64_t m = x.rows(), n = w_gate.dim(0);
+  if (out.stride_bytes() != out.row_bytes()) {
+    return absl::InvalidArgumentError("MatMulSwiGlu: out must be packed");
+  }
+  if (!UseDecodePath(x, w_gate) || !UseDecodePath(x, w_up)) {
+    thread_local std::vector<float> up;
+    up.resize(m * n);
+    const TensorView up_view = TensorView::Cpu(up.data(), DType::kF32, {m, n});
+    RETURN_IF_ERROR(MatMul(x, w_gate, out, pool));
+    RETURN_IF_ERROR(MatMul(x, w_up, up_view, pool));
+    SwiGlu(out.row<float>(0), up.data(), m, n, out.row<float>(0), pool);
+    return absl::OkStatus();
+  }
+  if (m == 0) return absl::OkStatus();
+  const Isa isa = ActiveIsa();
+  const VecDotKernel* gate_kernel = GetVecDotKernel(w_gate.dtype, isa);
+  const VecDotKernel* up_kernel = GetVecDotKernel(w_up.dtype, isa);
+  const PackedX gate_x = PackX(x, w_gate.dtype, w_gate.dim(1), 0, pool, isa);
+  const PackedX up_x =
+      w_up.dtype == w_gate.dtype ? gate_x : PackX(x, w_up.dtype, w_up.dim(1), 1, pool, isa);
+  float* out0 = out.row<float>(0);
+  // Each tile's gate and up products go to a small buffer of the thread that computes them and
+  // are combined there, while they are in its cache. SwiGlu works element by element, so the
+  // result is the same as over the whole matrices.
+  RunParallel(pool, NumTiles(n), 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> tile;
+    tile.resize(2 * m * kColumnGrain);
+    float* gate = tile.data();
+    float* up = gate + m * kColumnGrain;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t j = t * kColumnGrain;
+      const int64_t nw = std::min(kColumnGrain, n - j);
+      DecodeTile(gate_kernel, w_gate, gate_x, m, j, nw, gate, kColumnGrain);
+      DecodeTile(up_kernel, w_up, up_x, m, j, nw, up, kColumnGrain);
+      // One call over the whole tile (a last, narrower tile's unused columns included).
+      SwiGlu(gate, up, 1, m * kColumnGrain, gate, nullptr);
+      for (int64_t i = 0; i < m; ++i) {
+        std::memcpy(out0 + i * n + j, gate + i * kColumnGrain, nw * sizeof(float));
+      }
+    }
+  });
   return absl::OkStatus();
 }
 

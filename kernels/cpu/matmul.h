@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "common/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/tensor.h"
@@ -36,6 +37,22 @@ namespace shardserve::cpu {
 // unsupported dtypes or non-CPU tensors. y must not overlap x or w.
 absl::Status MatMul(const TensorView& x, const TensorView& w, const TensorView& y,
                     ThreadPool* pool);
+
+// Projections of one input, as one job: ys[i] = x . ws[i]^T for every i (q, k and v; at most
+// kMaxSharedInputs of them). On the row-by-row path x is quantized once per weight type, and the
+// output columns of all the weights are split over the pool together, so that a small batch pays
+// for one parallel job instead of one per weight. Each ys[i] is bit-identical to
+// MatMul(x, ws[i], ys[i], pool). The ys must not overlap x, the ws or each other.
+inline constexpr int kMaxSharedInputs = 4;
+absl::Status MatMulMulti(const TensorView& x, absl::Span<const TensorView> ws,
+                         absl::Span<const TensorView> ys, ThreadPool* pool);
+
+// The gated MLP's first half: out = silu(x . w_gate^T) * (x . w_up^T), elementwise as SwiGlu
+// (swiglu.h). On the row-by-row path each run of columns gets both products and their SwiGLU on
+// one thread while they are in its cache, in one parallel job. Bit-identical to two MatMul calls
+// followed by SwiGlu. out: [m, n] packed F32, not overlapping x or the weights.
+absl::Status MatMulSwiGlu(const TensorView& x, const TensorView& w_gate, const TensorView& w_up,
+                          const TensorView& out, ThreadPool* pool);
 
 // Tuning knobs and an explicit kernel level, for tests and benchmarks.
 struct MatMulOptions {

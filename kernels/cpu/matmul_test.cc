@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/quantize.h"
+#include "kernels/cpu/swiglu.h"
 
 namespace shardserve::cpu {
 namespace {
@@ -164,6 +165,94 @@ TEST(MatMulTest, RowResultsDoNotDependOnBatchSize) {
               ASSERT_EQ(batched[j], alone[j]) << "k=" << k << " m=" << m << " column " << j;
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// MatMulMulti is one job over several weights: each output must be exactly what MatMul gives
+// for its weight alone, for mixed weight types (each packing its own x) and strided outputs, and
+// so keeps MatMul's independence of the batch size.
+TEST(MatMulTest, MultiMatchesSeparateCalls) {
+  std::mt19937 rng(21);
+  const int64_t k = 768;  // a multiple of every block size
+  ThreadPool pool2(2), pool3(3);
+  const DType types[][3] = {{DType::kQ4_1, DType::kQ4_1, DType::kQ4_1},
+                            {DType::kQ4_0, DType::kQ8_0, DType::kQ4_1},
+                            {DType::kF32, DType::kQ6_K, DType::kF16}};
+  const int64_t ns[3] = {64, 37, 16};
+  for (const auto& set : types) {
+    std::vector<Weights> w;
+    for (int i = 0; i < 3; ++i) w.push_back(MakeWeights(set[i], ns[i], k, &rng));
+    for (int64_t m : {1, 3, 8, 16, 100}) {
+      SCOPED_TRACE(DTypeName(set[0]) + "/" + DTypeName(set[1]) + "/" + DTypeName(set[2]) +
+                   " m=" + std::to_string(m));
+      const std::vector<float> xbuf = RandomVec(m * k, &rng, 1.0f);
+      const TensorView x = TensorView::Cpu(xbuf.data(), DType::kF32, {m, k});
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+        std::vector<std::vector<float>> want(3), got(3);
+        std::vector<TensorView> ws, ys;
+        for (int i = 0; i < 3; ++i) {
+          want[i].resize(m * ns[i]);
+          ASSERT_TRUE(MatMul(x, w[i].view, TensorView::Cpu(want[i].data(), DType::kF32, {m, ns[i]}),
+                             nullptr)
+                          .ok());
+          // Outputs with a wider row stride, padding left alone.
+          got[i].assign(m * (ns[i] + 3), -7.0f);
+          TensorView y = TensorView::Cpu(got[i].data(), DType::kF32, {m, ns[i]});
+          y.row_stride_bytes = (ns[i] + 3) * sizeof(float);
+          ws.push_back(w[i].view);
+          ys.push_back(y);
+        }
+        ASSERT_TRUE(MatMulMulti(x, ws, ys, pool).ok());
+        for (int i = 0; i < 3; ++i) {
+          for (int64_t r = 0; r < m; ++r) {
+            for (int64_t j = 0; j < ns[i] + 3; ++j) {
+              const float g = got[i][r * (ns[i] + 3) + j];
+              if (j < ns[i]) {
+                ASSERT_EQ(g, want[i][r * ns[i] + j]) << "weight " << i << " " << r << "," << j;
+              } else {
+                ASSERT_EQ(g, -7.0f);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  std::vector<float> buf(64 * 64);
+  const TensorView x = TensorView::Cpu(buf.data(), DType::kF32, {1, 64});
+  EXPECT_EQ(MatMulMulti(x, {}, {}, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// MatMulSwiGlu must give exactly MatMul, MatMul, SwiGlu, at every batch size; with the
+// batch-size independence of MatMul, a row's result is the same alone or in a batch.
+TEST(MatMulTest, SwiGluMatchesSeparateOps) {
+  std::mt19937 rng(23);
+  ThreadPool pool2(2);
+  for (DType type : {DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kF32}) {
+    const int64_t k = BlockSize(type) == 256 ? 512 : 576, n = 72;
+    Weights gate = MakeWeights(type, n, k, &rng), up = MakeWeights(type, n, k, &rng);
+    const std::vector<float> xbuf = RandomVec(128 * k, &rng, 1.0f);
+    std::vector<float> alone(n);
+    for (int64_t m : {1, 2, 9, 16, 128}) {
+      SCOPED_TRACE(DTypeName(type) + " m=" + std::to_string(m));
+      const TensorView x = TensorView::Cpu(xbuf.data(), DType::kF32, {m, k});
+      std::vector<float> g(m * n), u(m * n), want(m * n);
+      ASSERT_TRUE(
+          MatMul(x, gate.view, TensorView::Cpu(g.data(), DType::kF32, {m, n}), &pool2).ok());
+      ASSERT_TRUE(MatMul(x, up.view, TensorView::Cpu(u.data(), DType::kF32, {m, n}), &pool2).ok());
+      SwiGlu(g.data(), u.data(), m, n, want.data(), nullptr);
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+        std::vector<float> got(m * n, -7.0f);
+        ASSERT_TRUE(MatMulSwiGlu(x, gate.view, up.view,
+                                 TensorView::Cpu(got.data(), DType::kF32, {m, n}), pool)
+                        .ok());
+        for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(got[i], want[i]) << i;
+        if (m == 1) alone.assign(got.begin(), got.end());
+        if (type != DType::kF32) {  // the float path switches to sgemm above 96 rows
+          for (int64_t j = 0; j < n; ++j) ASSERT_EQ(got[j], alone[j]) << "row 0 column " << j;
         }
       }
     }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -21,21 +22,35 @@ constexpr int kKvChunk = 64;
 // Query rows (tokens x query heads of one kv head) per work item: each key and value loaded
 // is used this many times.
 constexpr int kTileRows = 32;
-// The shortest KV range given its own work item when a sequence is split over threads.
-constexpr int kMinSplitKv = 256;
+// A query tile of at most this many tokens (decode rows) whose visible KV range is longer than
+// kSplitKv is split into ranges of about equal length, at most kSplitKv each, whose partial
+// results are merged (flash decoding), so that one long sequence still keeps every thread busy.
+// NOTES: the split depends only on the tile itself, never on the rest of the batch or the thread
+// count, so a sequence's output is the same bits whatever else shares the step.
+constexpr int kMaxSplitTokens = 4;
+constexpr int kSplitKv = 256;
+static_assert(kSplitKv % kKvChunk == 0);
+// Keys per step of the interleaved head loops in RunItem: a multiple of every tile kernel's key
+// block, so that the products are those of one call over the chunk.
+constexpr int kStepKeys = 8;
 
-// Query rows [q_begin, q_end) of sequence `seq` (all query heads of `kv_head`) against kv
-// positions [kv_begin, kv_end).
+// Query rows [q_begin, q_end) of sequence `seq`, for the query heads of kv heads
+// [h_begin, h_end), against kv positions [kv_begin, kv_end). Every kv head is computed alike
+// whichever item holds it; one item holding all of a sequence's kv heads reads each cached
+// token's keys and values as one contiguous run, which streams from memory much better than a
+// head's slice of every token.
 struct WorkItem {
   int seq;
-  int kv_head;
+  int h_begin;
+  int h_end;
   int q_begin;
   int q_end;
   int kv_begin;
   int kv_end;
   int64_t cost;
   // Offset (in floats) of this item's unnormalised partial result in the merge buffer, or -1
-  // when the item covers the whole KV range and writes the output itself.
+  // when the item covers the whole KV range and writes the output itself. Partials are laid
+  // out per kv head: [h_end - h_begin][PartialFloats(rows)].
   int64_t partial;
 };
 
@@ -46,13 +61,15 @@ struct MergeGroup {
 };
 
 struct Scratch {
-  std::vector<float> q;        // [rows, head_dim], pre-multiplied by the scale
-  std::vector<float> o;        // [rows, head_dim], unnormalised output
-  std::vector<float> s;        // [rows, kKvChunk] scores, then probabilities
-  std::vector<float> row_max;  // [rows]
-  std::vector<float> row_sum;  // [rows]
+  std::vector<float> q;              // [heads, rows, head_dim], pre-multiplied by the scale
+  std::vector<float> o;              // [heads, rows, head_dim], unnormalised output
+  std::vector<float> s;              // [heads, rows, kKvChunk] scores, then probabilities
+  std::vector<float> row_max;        // [heads, rows]
+  std::vector<float> row_sum;        // [heads, rows]
+  std::vector<int64_t> slot_offset;  // [kKvChunk] float offset of each key's cache row
   std::vector<const float*> k_rows;
   std::vector<const float*> v_rows;
+  std::vector<const char*> lines;  // to prefetch
 };
 
 Scratch& ThreadScratch() {
@@ -60,7 +77,8 @@ Scratch& ThreadScratch() {
   return scratch;
 }
 
-// Partial results of one item: o [rows, head_dim], then row_max [rows], then row_sum [rows].
+// Partial results of one kv head of an item: o [rows, head_dim], then row_max [rows], then
+// row_sum [rows].
 int64_t PartialFloats(int rows, int head_dim) {
   return static_cast<int64_t>(rows) * (head_dim + 2);
 }
@@ -88,12 +106,16 @@ class Runner {
     return p_.sliding_window > 0 ? std::max(0, pos - p_.sliding_window + 1) : 0;
   }
 
-  void RunItem(const WorkItem& item);
-  void Merge(const MergeGroup& group, int row_begin, int row_end) const;
+  // `next`, when known, is the item this thread runs after `item`: its first keys and values
+  // are fetched while `item` is computed, unless `prefetched`, those of `item` first.
+  void RunItem(const WorkItem& item, const WorkItem* next, bool prefetched);
+  void Merge(const MergeGroup& group) const;
   float* OutRow(int s, int token_in_seq, int head) const {
     return out_ +
            (static_cast<int64_t>(QoBegin(s) + token_in_seq) * p_.num_heads + head) * head_dim_;
   }
+  // Appends the cache lines of keys, then values, [c0, c0 + n) of an item's kv heads.
+  void CollectLines(const WorkItem& item, int c0, int n, std::vector<const char*>* lines) const;
 
   const float* q_;
   const PagedKvCache& cache_;
@@ -111,7 +133,9 @@ class Runner {
 
 void Runner::Plan(int num_threads) {
   const int tile_tokens = std::max(1, kTileRows / group_);
-  std::vector<WorkItem> base;
+  // One unit per query tile and KV range, all kv heads together.
+  std::vector<WorkItem> units;
+  std::vector<MergeGroup> unit_merges;  // over `units`
   for (int s = 0; s < p_.num_seqs; ++s) {
     const int qo_len = QoLen(s);
     const int kv_len = p_.kv_lens[s];
@@ -127,55 +151,50 @@ void Runner::Plan(int num_threads) {
       const int qe = std::min(qo_len, qb + tile_tokens);
       const int kv_begin = FirstVisible(QueryPos(s, qb));
       const int kv_end = QueryPos(s, qe - 1) + 1;
-      for (int h = 0; h < cache_.num_kv_heads; ++h) {
-        const int64_t cost = static_cast<int64_t>(qe - qb) * group_ * (kv_end - kv_begin);
-        base.push_back({s, h, qb, qe, kv_begin, kv_end, cost, -1});
+      const int len = kv_end - kv_begin;
+      const int64_t rows = static_cast<int64_t>(qe - qb) * group_;
+      if (qe - qb > kMaxSplitTokens || len <= kSplitKv) {
+        units.push_back({s, 0, cache_.num_kv_heads, qb, qe, kv_begin, kv_end, rows * len, -1});
+        continue;
+      }
+      const int pieces = (len + kSplitKv - 1) / kSplitKv;
+      const int piece_len = ((len + pieces - 1) / pieces + kKvChunk - 1) / kKvChunk * kKvChunk;
+      unit_merges.push_back({static_cast<int>(units.size()), 0});
+      for (int b = kv_begin; b < kv_end; b += piece_len) {
+        const int e = std::min(kv_end, b + piece_len);
+        units.push_back({s, 0, cache_.num_kv_heads, qb, qe, b, e, rows * (e - b), 0});
+        ++unit_merges.back().num_items;
       }
     }
   }
-  const int64_t total_cost =
-      std::accumulate(base.begin(), base.end(), int64_t{0},
-                      [](int64_t acc, const WorkItem& w) { return acc + w.cost; });
 
-  // Split long KV ranges when there are too few items to keep every thread busy. When all
-  // items cost the same (one sequence, or a uniform decode batch) pick the split count that
-  // makes the number of items a multiple of the thread count.
-  const bool uniform =
-      !base.empty() && std::all_of(base.begin(), base.end(),
-                                   [&](const WorkItem& w) { return w.cost == base[0].cost; });
-  const int64_t target = std::max<int64_t>(1, total_cost / (2 * num_threads));
-  int uniform_splits = 1;
-  if (uniform && num_threads > 1) {
-    const int num_base = static_cast<int>(base.size());
-    uniform_splits = num_threads / std::gcd(num_base, num_threads);
-    while (static_cast<int64_t>(num_base) * uniform_splits < 2 * num_threads) uniform_splits *= 2;
-  }
+  // Too few units to keep every thread busy: one item per kv head instead (the same
+  // arithmetic, so the choice does not change any result).
+  const bool per_head = num_threads > 1 && cache_.num_kv_heads > 1 &&
+                        static_cast<int64_t>(units.size()) < 2 * num_threads;
+  std::vector<int> first_item(units.size() + 1);
   int64_t partial_floats = 0;
-  for (const WorkItem& w : base) {
-    const int len = w.kv_end - w.kv_begin;
-    int splits = 1;
-    if (num_threads > 1 && w.cost > target) {
-      splits = uniform ? uniform_splits : static_cast<int>((w.cost + target - 1) / target);
-      splits = std::min(splits, std::max(1, len / kMinSplitKv));
+  for (size_t u = 0; u < units.size(); ++u) {
+    first_item[u] = static_cast<int>(items_.size());
+    const WorkItem& w = units[u];
+    const int64_t head_floats = PartialFloats((w.q_end - w.q_begin) * group_, head_dim_);
+    const int step = per_head ? 1 : cache_.num_kv_heads;
+    for (int h = 0; h < cache_.num_kv_heads; h += step) {
+      WorkItem item = w;
+      item.h_begin = h;
+      item.h_end = h + step;
+      item.cost = w.cost * step;
+      if (w.partial >= 0) {
+        item.partial = partial_floats;
+        partial_floats += head_floats * step;
+      }
+      items_.push_back(item);
     }
-    if (splits <= 1) {
-      items_.push_back(w);
-      continue;
-    }
-    int split_len = (len + splits - 1) / splits;
-    split_len = (split_len + kKvChunk - 1) / kKvChunk * kKvChunk;
-    const int rows = (w.q_end - w.q_begin) * group_;
-    merges_.push_back({static_cast<int>(items_.size()), 0});
-    for (int b = w.kv_begin; b < w.kv_end; b += split_len) {
-      WorkItem part = w;
-      part.kv_begin = b;
-      part.kv_end = std::min(w.kv_end, b + split_len);
-      part.cost = static_cast<int64_t>(rows) * (part.kv_end - part.kv_begin);
-      part.partial = partial_floats;
-      partial_floats += PartialFloats(rows, head_dim_);
-      items_.push_back(part);
-      ++merges_.back().num_items;
-    }
+  }
+  first_item[units.size()] = static_cast<int>(items_.size());
+  for (const MergeGroup& g : unit_merges) {
+    merges_.push_back({first_item[g.first_item],
+                       first_item[g.first_item + g.num_items] - first_item[g.first_item]});
   }
   partials_.resize(partial_floats);
   order_.resize(items_.size());
@@ -186,22 +205,30 @@ void Runner::Plan(int num_threads) {
 
 void Runner::Execute(ThreadPool* pool) {
   const int num_threads = pool == nullptr ? 1 : pool->num_threads();
+  const int num_items = static_cast<int>(order_.size());
   if (num_threads == 1 || items_.size() <= 1) {
-    for (int i : order_) RunItem(items_[i]);
+    for (int k = 0; k < num_items; ++k) {
+      RunItem(items_[order_[k]], k + 1 < num_items ? &items_[order_[k + 1]] : nullptr, k > 0);
+    }
   } else {
+    // Each thread claims its next item before running the current one, so that it can fetch
+    // the next item's first keys while computing.
     std::atomic<int> next{0};
     pool->Run([&](int, int) {
-      for (int k = next.fetch_add(1); k < static_cast<int>(order_.size()); k = next.fetch_add(1)) {
-        RunItem(items_[order_[k]]);
+      int cur = next.fetch_add(1);
+      bool prefetched = false;
+      while (cur < num_items) {
+        const int after = next.fetch_add(1);
+        RunItem(items_[order_[cur]], after < num_items ? &items_[order_[after]] : nullptr,
+                prefetched);
+        cur = after;
+        prefetched = true;
       }
     });
   }
   if (merges_.empty()) return;
   auto merge_all = [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      const WorkItem& w = items_[merges_[g].first_item];
-      Merge(merges_[g], 0, (w.q_end - w.q_begin) * group_);
-    }
+    for (int64_t g = begin; g < end; ++g) Merge(merges_[g]);
   };
   if (pool == nullptr || merges_.size() < 4) {
     merge_all(0, merges_.size());
@@ -210,28 +237,65 @@ void Runner::Execute(ThreadPool* pool) {
   }
 }
 
-void Runner::RunItem(const WorkItem& item) {
+void Runner::CollectLines(const WorkItem& item, int c0, int n,
+                          std::vector<const char*>* lines) const {
+  const int32_t* blocks = p_.kv_indices + p_.kv_indptr[item.seq];
+  const int block_size = cache_.block_size;
+  const int64_t span = static_cast<int64_t>(item.h_end - item.h_begin) * head_dim_;
+  for (const float* base : {cache_.k, cache_.v}) {
+    for (int j = c0; j < c0 + n; ++j) {
+      const int64_t slot =
+          static_cast<int64_t>(blocks[j / block_size]) * block_size + j % block_size;
+      const float* p = base + (slot * cache_.num_kv_heads + item.h_begin) * head_dim_;
+      const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+      const uintptr_t last = reinterpret_cast<uintptr_t>(p + span) - 1;
+      for (uintptr_t a = first; a <= last; a += 64) {
+        lines->push_back(reinterpret_cast<const char*>(a));
+      }
+    }
+  }
+}
+
+void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched) {
   const int d_len = head_dim_;
   const int s = item.seq;
+  const int heads = item.h_end - item.h_begin;
   const int tokens = item.q_end - item.q_begin;
-  const int rows = tokens * group_;
+  const int rows = tokens * group_;  // per kv head
+  const size_t head_q = static_cast<size_t>(rows) * d_len;
+  const size_t head_s = static_cast<size_t>(rows) * kKvChunk;
   Scratch& sc = ThreadScratch();
-  sc.q.resize(static_cast<size_t>(rows) * d_len);
-  sc.o.assign(static_cast<size_t>(rows) * d_len, 0.0f);
-  sc.s.resize(static_cast<size_t>(rows) * kKvChunk);
-  sc.row_max.assign(rows, kNegInf);
-  sc.row_sum.assign(rows, 0.0f);
-  sc.k_rows.resize(kKvChunk);
-  sc.v_rows.resize(kKvChunk);
+  sc.q.resize(head_q * heads);
+  sc.o.assign(head_q * heads, 0.0f);
+  sc.s.resize(head_s * heads);
+  sc.row_max.assign(static_cast<size_t>(rows) * heads, kNegInf);
+  sc.row_sum.assign(static_cast<size_t>(rows) * heads, 0.0f);
+  sc.slot_offset.resize(kKvChunk);
+  sc.k_rows.resize(kKvChunk * heads);
+  sc.v_rows.resize(kKvChunk * heads);
+  // One kv head: the keys of a token are a short slice of a longer row, so there is no run to
+  // read, and fewer, longer kernel calls do better. Several: the interleaved, prefetched steps
+  // described below.
+  const bool interleave = heads > 1;
+  const int step_keys = interleave ? kStepKeys : kKvChunk;
+
+  // The item's first keys and values, unless the previous item already asked for them.
+  if (interleave && !prefetched) {
+    sc.lines.clear();
+    CollectLines(item, item.kv_begin, std::min(kKvChunk, item.kv_end - item.kv_begin), &sc.lines);
+    for (const char* line : sc.lines) __builtin_prefetch(line, 0, 3);
+  }
 
   // The query heads of one kv head are adjacent within a token, so each token contributes
   // group_ contiguous rows.
-  for (int t = 0; t < tokens; ++t) {
-    const float* src = q_ + (static_cast<int64_t>(QoBegin(s) + item.q_begin + t) * p_.num_heads +
-                             item.kv_head * group_) *
-                                d_len;
-    float* dst = sc.q.data() + static_cast<size_t>(t) * group_ * d_len;
-    for (int i = 0; i < group_ * d_len; ++i) dst[i] = src[i] * p_.scale;
+  for (int h = 0; h < heads; ++h) {
+    for (int t = 0; t < tokens; ++t) {
+      const float* src = q_ + (static_cast<int64_t>(QoBegin(s) + item.q_begin + t) * p_.num_heads +
+                               (item.h_begin + h) * group_) *
+                                  d_len;
+      float* dst = sc.q.data() + h * head_q + static_cast<size_t>(t) * group_ * d_len;
+      for (int i = 0; i < group_ * d_len; ++i) dst[i] = src[i] * p_.scale;
+    }
   }
 
   const int32_t* blocks = p_.kv_indices + p_.kv_indptr[s];
@@ -252,83 +316,148 @@ void Runner::RunItem(const WorkItem& item) {
     int in_block = c0 % block_size;
     for (int j = 0; j < n; ++j) {
       const int64_t slot = static_cast<int64_t>(blocks[block_idx]) * block_size + in_block;
-      const int64_t offset = (slot * cache_.num_kv_heads + item.kv_head) * d_len;
-      sc.k_rows[j] = cache_.k + offset;
-      sc.v_rows[j] = cache_.v + offset;
+      sc.slot_offset[j] = slot * cache_.num_kv_heads * d_len;
       if (++in_block == block_size) {
         in_block = 0;
         ++block_idx;
       }
     }
+    for (int h = 0; h < heads; ++h) {
+      const int64_t head_offset = static_cast<int64_t>(item.h_begin + h) * d_len;
+      const float** k_rows = sc.k_rows.data() + h * kKvChunk;
+      const float** v_rows = sc.v_rows.data() + h * kKvChunk;
+      for (int j = 0; j < n; ++j) {
+        k_rows[j] = cache_.k + sc.slot_offset[j] + head_offset;
+        v_rows[j] = cache_.v + sc.slot_offset[j] + head_offset;
+      }
+    }
+    // The lines of the next chunk (or of the next item's first), fetched a few at a time
+    // between the kernel calls below: a burst of prefetches stalls the core once its miss
+    // buffers are full, and then nothing is in flight while it computes. Decode attention over
+    // many sequences streams the whole cache once per step, so keeping the fetches flowing
+    // while computing matters most for long contexts.
+    sc.lines.clear();
+    if (interleave) {
+      if (c0 + n < item.kv_end) {
+        CollectLines(item, c0 + n, std::min(kKvChunk, item.kv_end - c0 - n), &sc.lines);
+      } else if (next != nullptr) {
+        CollectLines(*next, next->kv_begin, std::min(kKvChunk, next->kv_end - next->kv_begin),
+                     &sc.lines);
+      }
+    }
+    const int steps = 2 * heads * ((n + step_keys - 1) / step_keys);
+    const size_t per_step = (sc.lines.size() + steps - 1) / steps;
+    size_t next_line = 0;
+    auto fetch_some = [&] {
+      const size_t end = std::min(sc.lines.size(), next_line + per_step);
+      for (; next_line < end; ++next_line) __builtin_prefetch(sc.lines[next_line], 0, 3);
+    };
     const int r_lo = t_lo * group_;
     const int r_hi = t_hi * group_;
-    float* s_tile = sc.s.data();
-    kern_.qk(sc.q.data() + static_cast<size_t>(r_lo) * d_len, r_hi - r_lo, d_len, sc.k_rows.data(),
-             n, s_tile, kKvChunk);
-    for (int t = t_lo; t < t_hi; ++t) {
-      const int pos = first_pos + t;
-      const int j_lo = std::max(0, FirstVisible(pos) - c0);
-      const int j_hi = std::min(n, pos - c0 + 1);
-      for (int g = 0; g < group_; ++g) {
-        const int r = t * group_ + g;
-        float* srow = s_tile + static_cast<size_t>(r - r_lo) * kKvChunk;
-        if (j_lo >= j_hi) {
-          std::fill(srow, srow + n, 0.0f);
-          continue;
-        }
-        std::fill(srow, srow + j_lo, kNegInf);
-        std::fill(srow + j_hi, srow + n, kNegInf);
-        const float alpha = kern_.softmax_step(srow, n, &sc.row_max[r], &sc.row_sum[r]);
-        if (alpha != 1.0f) {
-          float* orow = sc.o.data() + static_cast<size_t>(r) * d_len;
-          for (int d = 0; d < d_len; ++d) orow[d] *= alpha;
+    // Scores, step_keys keys at a time for every head in turn, so that each cached token's keys
+    // are read as one run (the same products as one call per head over the chunk).
+    for (int j0 = 0; j0 < n; j0 += step_keys) {
+      const int nj = std::min(step_keys, n - j0);
+      for (int h = 0; h < heads; ++h) {
+        fetch_some();
+        kern_.qk(sc.q.data() + h * head_q + static_cast<size_t>(r_lo) * d_len, r_hi - r_lo, d_len,
+                 sc.k_rows.data() + h * kKvChunk + j0, nj, sc.s.data() + h * head_s + j0, kKvChunk);
+      }
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* s_tile = sc.s.data() + h * head_s;
+      float* o_h = sc.o.data() + h * head_q;
+      float* max_h = sc.row_max.data() + static_cast<size_t>(h) * rows;
+      float* sum_h = sc.row_sum.data() + static_cast<size_t>(h) * rows;
+      for (int t = t_lo; t < t_hi; ++t) {
+        const int pos = first_pos + t;
+        const int j_lo = std::max(0, FirstVisible(pos) - c0);
+        const int j_hi = std::min(n, pos - c0 + 1);
+        for (int g = 0; g < group_; ++g) {
+          const int r = t * group_ + g;
+          float* srow = s_tile + static_cast<size_t>(r - r_lo) * kKvChunk;
+          if (j_lo >= j_hi) {
+            std::fill(srow, srow + n, 0.0f);
+            continue;
+          }
+          std::fill(srow, srow + j_lo, kNegInf);
+          std::fill(srow + j_hi, srow + n, kNegInf);
+          const float alpha = kern_.softmax_step(srow, n, &max_h[r], &sum_h[r]);
+          if (alpha != 1.0f) {
+            float* orow = o_h + static_cast<size_t>(r) * d_len;
+            for (int d = 0; d < d_len; ++d) orow[d] *= alpha;
+          }
         }
       }
     }
-    kern_.pv(s_tile, kKvChunk, r_hi - r_lo, sc.v_rows.data(), n, d_len,
-             sc.o.data() + static_cast<size_t>(r_lo) * d_len);
+    // Values the same way; each output row still sums the keys in order.
+    for (int j0 = 0; j0 < n; j0 += step_keys) {
+      const int nj = std::min(step_keys, n - j0);
+      for (int h = 0; h < heads; ++h) {
+        fetch_some();
+        kern_.pv(sc.s.data() + h * head_s + j0, kKvChunk, r_hi - r_lo,
+                 sc.v_rows.data() + h * kKvChunk + j0, nj, d_len,
+                 sc.o.data() + h * head_q + static_cast<size_t>(r_lo) * d_len);
+      }
+    }
   }
 
-  if (item.partial >= 0) {
-    float* dst = partials_.data() + item.partial;
-    std::memcpy(dst, sc.o.data(), sizeof(float) * rows * d_len);
-    std::memcpy(dst + static_cast<size_t>(rows) * d_len, sc.row_max.data(), sizeof(float) * rows);
-    std::memcpy(dst + static_cast<size_t>(rows) * (d_len + 1), sc.row_sum.data(),
-                sizeof(float) * rows);
-    return;
-  }
-  for (int r = 0; r < rows; ++r) {
-    const float inv = sc.row_sum[r] > 0.0f ? 1.0f / sc.row_sum[r] : 0.0f;
-    float* dst = OutRow(s, item.q_begin + r / group_, item.kv_head * group_ + r % group_);
-    const float* orow = sc.o.data() + static_cast<size_t>(r) * d_len;
-    for (int d = 0; d < d_len; ++d) dst[d] = orow[d] * inv;
+  for (int h = 0; h < heads; ++h) {
+    const float* o_h = sc.o.data() + h * head_q;
+    const float* max_h = sc.row_max.data() + static_cast<size_t>(h) * rows;
+    const float* sum_h = sc.row_sum.data() + static_cast<size_t>(h) * rows;
+    if (item.partial >= 0) {
+      float* dst = partials_.data() + item.partial + h * PartialFloats(rows, d_len);
+      std::memcpy(dst, o_h, sizeof(float) * rows * d_len);
+      std::memcpy(dst + static_cast<size_t>(rows) * d_len, max_h, sizeof(float) * rows);
+      std::memcpy(dst + static_cast<size_t>(rows) * (d_len + 1), sum_h, sizeof(float) * rows);
+      continue;
+    }
+    for (int r = 0; r < rows; ++r) {
+      const float inv = sum_h[r] > 0.0f ? 1.0f / sum_h[r] : 0.0f;
+      float* dst = OutRow(s, item.q_begin + r / group_, (item.h_begin + h) * group_ + r % group_);
+      const float* orow = o_h + static_cast<size_t>(r) * d_len;
+      for (int d = 0; d < d_len; ++d) dst[d] = orow[d] * inv;
+    }
   }
 }
 
-void Runner::Merge(const MergeGroup& mg, int row_begin, int row_end) const {
+void Runner::Merge(const MergeGroup& mg) const {
   const WorkItem& first = items_[mg.first_item];
   const int rows = (first.q_end - first.q_begin) * group_;
   const int d_len = head_dim_;
-  for (int r = row_begin; r < row_end; ++r) {
-    float global_max = kNegInf;
-    for (int k = 0; k < mg.num_items; ++k) {
-      const float* part = partials_.data() + items_[mg.first_item + k].partial;
-      global_max = std::max(global_max, part[static_cast<size_t>(rows) * d_len + r]);
+  const int64_t head_floats = PartialFloats(rows, d_len);
+  // The group's items cover each kv head once per KV range, in range order (all heads in one
+  // item, or one item per head); Merge visits a head's ranges in that order.
+  for (int kvh = 0; kvh < cache_.num_kv_heads; ++kvh) {
+    for (int r = 0; r < rows; ++r) {
+      auto part_of = [&](const WorkItem& item) {
+        return partials_.data() + item.partial + (kvh - item.h_begin) * head_floats;
+      };
+      auto holds = [&](const WorkItem& item) { return kvh >= item.h_begin && kvh < item.h_end; };
+      float global_max = kNegInf;
+      for (int k = 0; k < mg.num_items; ++k) {
+        const WorkItem& item = items_[mg.first_item + k];
+        if (!holds(item)) continue;
+        global_max = std::max(global_max, part_of(item)[static_cast<size_t>(rows) * d_len + r]);
+      }
+      float* dst = OutRow(first.seq, first.q_begin + r / group_, kvh * group_ + r % group_);
+      std::fill(dst, dst + d_len, 0.0f);
+      float sum = 0.0f;
+      for (int k = 0; k < mg.num_items; ++k) {
+        const WorkItem& item = items_[mg.first_item + k];
+        if (!holds(item)) continue;
+        const float* part = part_of(item);
+        const float part_max = part[static_cast<size_t>(rows) * d_len + r];
+        if (part_max == kNegInf) continue;  // this range holds no key the row may see
+        const float w = ExpF(part_max - global_max);
+        sum += w * part[static_cast<size_t>(rows) * (d_len + 1) + r];
+        const float* orow = part + static_cast<size_t>(r) * d_len;
+        for (int d = 0; d < d_len; ++d) dst[d] += w * orow[d];
+      }
+      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      for (int d = 0; d < d_len; ++d) dst[d] *= inv;
     }
-    float* dst = OutRow(first.seq, first.q_begin + r / group_, first.kv_head * group_ + r % group_);
-    std::fill(dst, dst + d_len, 0.0f);
-    float sum = 0.0f;
-    for (int k = 0; k < mg.num_items; ++k) {
-      const float* part = partials_.data() + items_[mg.first_item + k].partial;
-      const float part_max = part[static_cast<size_t>(rows) * d_len + r];
-      if (part_max == kNegInf) continue;  // this range holds no key the row may see
-      const float w = ExpF(part_max - global_max);
-      sum += w * part[static_cast<size_t>(rows) * (d_len + 1) + r];
-      const float* orow = part + static_cast<size_t>(r) * d_len;
-      for (int d = 0; d < d_len; ++d) dst[d] += w * orow[d];
-    }
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    for (int d = 0; d < d_len; ++d) dst[d] *= inv;
   }
 }
 

@@ -67,9 +67,12 @@ struct PagedAttentionParams {
 // q:   [num_tokens, num_heads, head_dim], num_tokens = qo_indptr[num_seqs]
 // out: [num_tokens, num_heads, head_dim]; must not overlap q or the cache.
 // Softmax is computed online in float (running max and sum, as flash attention does), so any
-// kv_len works in fixed scratch memory. Work is split over (sequence, kv head, query tile) and,
-// when that leaves threads idle, over ranges of the KV sequence whose partial results are then
-// merged (flash decoding). pool may be null (runs on the calling thread).
+// kv_len works in fixed scratch memory. Work is split over (sequence, query tile), and a decode
+// row's KV range longer than 256 positions over ranges of at most that length whose partial
+// results are then merged (flash decoding); with few such pieces, over kv heads too. A
+// sequence's pieces depend only on that sequence, so its output is the same bits whatever else
+// is in the batch and however many threads run it. pool may be null (runs on the calling
+// thread).
 void PagedAttention(const float* q, const PagedKvCache& cache, const PagedAttentionParams& params,
                     float* out, ThreadPool* pool = nullptr);
 

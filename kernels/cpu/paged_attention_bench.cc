@@ -1,7 +1,9 @@
 // Times PagedAttention for SmolLM2-135M-shaped heads (9 query heads, 3 kv heads, head_dim 64):
 // decode (one query row) at two context lengths, and a 512-token prefill. Prints the median
 // wall time per call and, for one thread, the median CPU time of the calling thread, which is
-// the steadier number on a machine shared with other jobs.
+// the steadier number on a machine shared with other jobs. Then a whole decode step's attention
+// for 1 and 16 sequences: one call per layer over 30 layers' caches, which together exceed the
+// last-level cache as a serving step's do.
 //
 //   bazel run //kernels/cpu:paged_attention_bench -- [num_threads]
 #include <time.h>
@@ -11,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -101,6 +104,68 @@ void Report(const char* name, int qo_len, int kv_len, ThreadPool* pool) {
   std::printf("\n");
 }
 
+// Median wall time of one decode step's attention: num_seqs sequences of kv_len cached tokens,
+// one query row each, over kNumLayers layers with separate caches. Blocks are interleaved over the
+// sequences, as sequences that grow in lockstep are handed them.
+double TimeDecodeStep(int num_seqs, int kv_len, ThreadPool* pool) {
+  constexpr int kNumLayers = 30;
+  const int blocks_per_seq = (kv_len + kBlockSize - 1) / kBlockSize;
+  const int num_blocks = blocks_per_seq * num_seqs;
+  const int64_t row = kNumKvHeads * kHeadDim;
+  const int64_t cache_floats = static_cast<int64_t>(num_blocks) * kBlockSize * row;
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  // Page-aligned, as the engine's KV cache is (worker/kv_cache.h).
+  const size_t bytes = (cache_floats * sizeof(float) + 4095) / 4096 * 4096;
+  std::unique_ptr<float, decltype(&std::free)> region(
+      static_cast<float*>(std::aligned_alloc(4096, bytes * 2 * kNumLayers)), &std::free);
+  std::vector<float*> k(kNumLayers), v(kNumLayers);
+  for (int l = 0; l < kNumLayers; ++l) {
+    k[l] = region.get() + (2 * l) * bytes / sizeof(float);
+    v[l] = region.get() + (2 * l + 1) * bytes / sizeof(float);
+    for (int64_t i = 0; i < cache_floats; ++i) k[l][i] = dist(gen);
+    for (int64_t i = 0; i < cache_floats; ++i) v[l][i] = dist(gen);
+  }
+  std::vector<float> q(static_cast<int64_t>(num_seqs) * kNumHeads * kHeadDim);
+  for (float& x : q) x = dist(gen);
+  std::vector<float> out(q.size());
+  std::vector<int32_t> qo_indptr(num_seqs + 1), kv_indptr(num_seqs + 1), kv_lens(num_seqs, kv_len);
+  std::vector<int32_t> indices;
+  for (int s = 0; s <= num_seqs; ++s) {
+    qo_indptr[s] = s;
+    kv_indptr[s] = s * blocks_per_seq;
+  }
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int b = 0; b < blocks_per_seq; ++b) indices.push_back(b * num_seqs + s);
+  }
+  PagedAttentionParams params;
+  params.num_seqs = num_seqs;
+  params.qo_indptr = qo_indptr.data();
+  params.kv_indptr = kv_indptr.data();
+  params.kv_indices = indices.data();
+  params.kv_lens = kv_lens.data();
+  params.num_heads = kNumHeads;
+  params.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  std::vector<double> ms;
+  for (int r = 0; r < 22; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int l = 0; l < kNumLayers; ++l) {
+      PagedKvCache cache{k[l], v[l], num_blocks, kBlockSize, kNumKvHeads, kHeadDim};
+      PagedAttention(q.data(), cache, params, out.data(), pool);
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  return Median(ms);
+}
+
+void ReportStep(int num_seqs, int kv_len, ThreadPool* pool) {
+  const double ms = TimeDecodeStep(num_seqs, kv_len, pool);
+  const double bytes = 30.0 * num_seqs * kv_len * 2 * kNumKvHeads * kHeadDim * sizeof(float);
+  std::printf("step     %2d seqs kv_len %5d threads %2d: wall %9.3f ms (KV %6.1f MB, %5.1f GB/s)\n",
+              num_seqs, kv_len, pool->num_threads(), ms, bytes / 1e6, bytes / (ms * 1e6));
+}
+
 }  // namespace
 }  // namespace shardserve::cpu
 
@@ -115,6 +180,9 @@ int main(int argc, char** argv) {
     Report("decode", 1, 512, &pool);
     Report("decode", 1, 4096, &pool);
     Report("prefill", 512, 512, &pool);
+    for (int num_seqs : {1, 16}) {
+      for (int kv_len : {80, 512}) ReportStep(num_seqs, kv_len, &pool);
+    }
     if (threads == max_threads) break;
   }
   return 0;

@@ -186,6 +186,92 @@ TEST(PagedAttentionTest, HeadDimNotMultipleOfEight) {
   RunCase(c, 15);
 }
 
+// Continuous batching runs a sequence's attention next to any other sequences, on any number of
+// threads: its output must be the same bits whatever shares the call (how the work is split may
+// depend on the batch; the arithmetic of each sequence may not).
+TEST(PagedAttentionTest, SequenceResultsDoNotDependOnTheBatch) {
+  const int num_heads = 9, num_kv_heads = 3, head_dim = 64, block_size = 16;
+  const int64_t row = num_kv_heads * head_dim;
+  // Decode rows at lengths around the split length, prefill chunks, and a long decode split
+  // into many ranges.
+  const std::vector<Seq> seqs = {{1, 1},    {1, 80},  {1, 256}, {1, 257}, {1, 700},
+                                 {1, 3000}, {7, 300}, {40, 40}, {3, 520}};
+  std::mt19937 gen(17);
+  int total_blocks = 0;
+  for (const Seq& q : seqs) total_blocks += (q.kv_len + block_size - 1) / block_size;
+  std::vector<float> k_cache(static_cast<int64_t>(total_blocks) * block_size * row);
+  std::vector<float> v_cache(k_cache.size());
+  for (float& x : k_cache) x = std::uniform_real_distribution<float>(-1.0f, 1.0f)(gen);
+  for (float& x : v_cache) x = std::uniform_real_distribution<float>(-1.0f, 1.0f)(gen);
+  PagedKvCache cache{k_cache.data(), v_cache.data(), total_blocks,
+                     block_size,     num_kv_heads,   head_dim};
+  // Each sequence's blocks, scattered, and its query rows.
+  std::vector<int32_t> ids(total_blocks);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), gen);
+  std::vector<std::vector<int32_t>> seq_blocks;
+  std::vector<std::vector<float>> seq_q;
+  int next = 0;
+  for (const Seq& q : seqs) {
+    const int blocks = (q.kv_len + block_size - 1) / block_size;
+    seq_blocks.emplace_back(ids.begin() + next, ids.begin() + next + blocks);
+    next += blocks;
+    seq_q.push_back(Random(static_cast<size_t>(q.qo_len) * num_heads * head_dim, gen, 3.0f));
+  }
+
+  // Runs the sequences `members`, in that order, and returns each one's output.
+  auto run = [&](const std::vector<int>& members, int threads) {
+    std::vector<int32_t> qo_indptr = {0}, kv_indptr = {0}, kv_indices, kv_lens;
+    std::vector<float> q;
+    for (int m : members) {
+      kv_indices.insert(kv_indices.end(), seq_blocks[m].begin(), seq_blocks[m].end());
+      qo_indptr.push_back(qo_indptr.back() + seqs[m].qo_len);
+      kv_indptr.push_back(static_cast<int32_t>(kv_indices.size()));
+      kv_lens.push_back(seqs[m].kv_len);
+      q.insert(q.end(), seq_q[m].begin(), seq_q[m].end());
+    }
+    std::vector<float> out(q.size());
+    PagedAttentionParams params;
+    params.num_seqs = static_cast<int>(members.size());
+    params.qo_indptr = qo_indptr.data();
+    params.kv_indptr = kv_indptr.data();
+    params.kv_indices = kv_indices.data();
+    params.kv_lens = kv_lens.data();
+    params.num_heads = num_heads;
+    params.scale = 0.125f;
+    ThreadPool pool(threads);
+    PagedAttention(q.data(), cache, params, out.data(), &pool);
+    std::vector<std::vector<float>> per_seq;
+    for (size_t i = 0; i < members.size(); ++i) {
+      const int64_t width = static_cast<int64_t>(num_heads) * head_dim;
+      per_seq.emplace_back(out.begin() + qo_indptr[i] * width,
+                           out.begin() + qo_indptr[i + 1] * width);
+    }
+    return per_seq;
+  };
+
+  std::vector<std::vector<float>> alone;
+  for (int m = 0; m < static_cast<int>(seqs.size()); ++m) alone.push_back(run({m}, 1)[0]);
+  std::vector<int> all(seqs.size());
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<std::vector<int>> batches = {all, {3, 1}, {4, 2, 0}, {8, 6, 7, 5}};
+  for (int copies = 0; copies < 12; ++copies) batches.push_back({1, 2, 3, 8});  // many short
+  std::vector<int> reversed(all.rbegin(), all.rend());
+  batches.push_back(reversed);
+  for (int threads : {1, 2, 3}) {
+    for (int m = 0; m < static_cast<int>(seqs.size()); ++m) {
+      ASSERT_EQ(run({m}, threads)[0], alone[m]) << "seq " << m << " alone, threads " << threads;
+    }
+    for (const std::vector<int>& batch : batches) {
+      const auto got = run(batch, threads);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        ASSERT_EQ(got[i], alone[batch[i]])
+            << "seq " << batch[i] << " in a batch of " << batch.size() << ", threads " << threads;
+      }
+    }
+  }
+}
+
 TEST(PagedAttentionTest, WriteKvPlacesRowsInSlots) {
   const int num_blocks = 4, block_size = 4, kv_heads = 2, head_dim = 8;
   const int64_t row = kv_heads * head_dim;

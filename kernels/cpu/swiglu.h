@@ -12,7 +12,9 @@
 namespace shardserve::cpu {
 
 // gate, up, out: [rows, inter]. out may alias gate or up exactly.
-// exp is ExpF (vec_exp.h, ~1 ulp), so results are within a few float ulp of exact.
+// exp is ExpF (vec_exp.h, ~1 ulp), so results are within a few float ulp of exact. An element's
+// result depends only on its gate and up values (not on its position, the row count, the threads
+// or the instruction set).
 void SwiGlu(const float* gate, const float* up, int64_t rows, int64_t inter, float* out,
             ThreadPool* pool = nullptr);
 

@@ -1,10 +1,12 @@
 #include "kernels/cpu/swiglu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/vec_exp.h"
 
 namespace shardserve::cpu {
 namespace {
@@ -74,6 +76,54 @@ TEST(SwiGluTest, InPlaceThreadedAndFused) {
   }
   for (int64_t i = 0; i < inter; ++i)
     ExpectClose(one_row[i], Reference(gate[2 * inter + i], up[2 * inter + i]));
+}
+
+// Every instruction set computes the portable loop's exact bits: a last-bit change in an
+// activation can flip its re-quantization before the next matmul, and so a model's tokens.
+TEST(SwiGluTest, SameBitsAsThePortableLoop) {
+  const int64_t n = 4099;
+  auto gate = Random(n, 7, 40.0f);
+  const auto up = Random(n, 8, 3.0f);
+  gate[0] = -200.0f;
+  gate[1] = 200.0f;
+  gate[2] = -0.0f;
+  gate[3] = 1e-30f;
+  std::vector<float> out(n);
+  SwiGlu(gate.data(), up.data(), 1, n, out.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float e = ExpF(g < 0.0f ? g : -g);
+    const float want = (g < 0.0f ? g * e : g) / (1.0f + e) * up[i];
+    ASSERT_EQ(out[i], want) << "gate " << g;
+  }
+}
+
+// The fused gate/up matmul applies SwiGlu to runs of 16 columns and a batch splits rows over
+// threads at any element: a value's result must not depend on where in a span it falls.
+TEST(SwiGluTest, ResultDoesNotDependOnPosition) {
+  const int64_t n = 203;
+  const auto gate = Random(n, 5, 30.0f);
+  const auto up = Random(n, 6, 2.0f);
+  std::vector<float> whole(n);
+  SwiGlu(gate.data(), up.data(), 1, n, whole.data());
+  ThreadPool pool(2);
+  for (int64_t width : {1, 3, 8, 13, 16, 29}) {
+    std::vector<float> pieces(n);
+    for (int64_t b = 0; b < n; b += width) {
+      const int64_t w = std::min(width, n - b);
+      SwiGlu(gate.data() + b, up.data() + b, 1, w, pieces.data() + b);
+    }
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(pieces[i], whole[i]) << "width " << width << " " << i;
+  }
+  // The same values as rows of a larger, threaded call.
+  const int64_t rows = 200;
+  std::vector<float> big_gate(rows * n), big_up(rows * n), big_out(rows * n);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy(gate.begin(), gate.end(), big_gate.begin() + r * n);
+    std::copy(up.begin(), up.end(), big_up.begin() + r * n);
+  }
+  SwiGlu(big_gate.data(), big_up.data(), rows, n, big_out.data(), &pool);
+  for (int64_t i = 0; i < rows * n; ++i) ASSERT_EQ(big_out[i], whole[i % n]) << i;
 }
 
 }  // namespace
