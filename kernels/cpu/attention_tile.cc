@@ -43,13 +43,19 @@ float SoftmaxStepScalar(float* s, int n, float* row_max, float* row_sum) {
     for (int j = 0; j < n; ++j) s[j] = 0.0f;
     return 1.0f;
   }
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
+  // Key j is added into partial sum j % kLanes, and the partials are added in one fixed order:
+  // a row's sum then rounds alike however many masked keys (exp 0) follow its last visible
+  // one, that is, wherever the tile's rows end. (A vectorised reduction whose remainder is
+  // added after the lanes would not.)
+  constexpr int kLanes = 8;
+  float lanes[kLanes] = {};
   for (int j = 0; j < n; ++j) {
     const float e = ExpF(s[j] - new_max);
     s[j] = e;
-    sum += e;
+    lanes[j % kLanes] += e;
   }
+  const float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                    ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
   const float alpha = ExpF(*row_max - new_max);
   *row_sum = *row_sum * alpha + sum;
   *row_max = new_max;

@@ -56,8 +56,14 @@ inline void QkBlock(const float* q, int head_dim, const float* const* k_rows, fl
                  HorizontalSum4(acc[f / C][f % C], acc[(f + 1) / C][(f + 1) % C],
                                 acc[(f + 2) / C][(f + 2) % C], acc[(f + 3) / C][(f + 3) % C]));
   }
+  // The rest one at a time, in the same order of additions (lane 0 of a four-way sum): a score
+  // must round alike whether its key fell in a full block of C or in the remainder, which
+  // depends on how many keys the call has, that is, on where the tile's rows end.
+  const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 16
-  for (int f = kAcc / 4 * 4; f < kAcc; ++f) sums[f] = HorizontalSum(acc[f / C][f % C]);
+  for (int f = kAcc / 4 * 4; f < kAcc; ++f) {
+    sums[f] = _mm_cvtss_f32(HorizontalSum4(acc[f / C][f % C], zero, zero, zero));
+  }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 16

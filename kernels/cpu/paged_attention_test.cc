@@ -272,6 +272,60 @@ TEST(PagedAttentionTest, SequenceResultsDoNotDependOnTheBatch) {
   }
 }
 
+// A prompt row's output must not depend on how the prompt was cut into prefill chunks (the
+// serving engine cuts where a step's token budget ends, so a prefilling group and the engine
+// alone cut alike only by chance): each chunk, run against the cache that holds the whole
+// prompt, gives the rows that one call over the whole prompt gives. Lengths stay below the
+// flash-decoding split (tiles of a few tokens over more than 256 keys), whose merge rounds
+// differently by design.
+TEST(PagedAttentionTest, PromptRowsDoNotDependOnTheChunking) {
+  const int num_heads = 9, num_kv_heads = 3, head_dim = 64, block_size = 16;
+  const int len = 150;
+  const int64_t width = static_cast<int64_t>(num_heads) * head_dim;
+  std::mt19937 gen(29);
+  const int num_blocks = (len + block_size - 1) / block_size;
+  std::vector<float> k_cache =
+      Random(static_cast<size_t>(num_blocks) * block_size * num_kv_heads * head_dim, gen, 1.0f);
+  std::vector<float> v_cache = Random(k_cache.size(), gen, 1.0f);
+  PagedKvCache cache{k_cache.data(), v_cache.data(), num_blocks,
+                     block_size,     num_kv_heads,   head_dim};
+  std::vector<int32_t> blocks(num_blocks);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  std::shuffle(blocks.begin(), blocks.end(), gen);
+  const std::vector<float> q = Random(static_cast<size_t>(len) * width, gen, 3.0f);
+
+  // Rows [begin, end) of the prompt as one chunk over the cached prefix [0, end).
+  auto run_chunk = [&](int begin, int end, int threads, float* out) {
+    const std::vector<int32_t> qo_indptr = {0, end - begin};
+    const std::vector<int32_t> kv_indptr = {0, num_blocks};
+    const int32_t kv_len = end;
+    PagedAttentionParams params;
+    params.num_seqs = 1;
+    params.qo_indptr = qo_indptr.data();
+    params.kv_indptr = kv_indptr.data();
+    params.kv_indices = blocks.data();
+    params.kv_lens = &kv_len;
+    params.num_heads = num_heads;
+    params.scale = 0.125f;
+    ThreadPool pool(threads);
+    PagedAttention(q.data() + begin * width, cache, params, out + begin * width, &pool);
+  };
+  std::vector<float> whole(static_cast<size_t>(len) * width);
+  run_chunk(0, len, 1, whole.data());
+  for (int chunk : {1, 2, 3, 4, 7, 13, 14, 16, 33, 64, 100}) {
+    for (int threads : {1, 2}) {
+      std::vector<float> got(whole.size());
+      for (int begin = 0; begin < len; begin += chunk) {
+        run_chunk(begin, std::min(len, begin + chunk), threads, got.data());
+      }
+      for (int64_t i = 0; i < len * width; ++i) {
+        ASSERT_EQ(got[i], whole[i]) << "chunks of " << chunk << ", threads " << threads
+                                    << ": token " << i / width << " element " << i % width;
+      }
+    }
+  }
+}
+
 TEST(PagedAttentionTest, WriteKvPlacesRowsInSlots) {
   const int num_blocks = 4, block_size = 4, kv_heads = 2, head_dim = 8;
   const int64_t row = kv_heads * head_dim;

@@ -349,10 +349,13 @@ std::string SmolLm2Path() {
 // difference can become a quantization step and grow over 30 layers. The size of that noise is
 // a property of the kernels, not of sharding: our own AVX2 and scalar kernels (which differ
 // only in summation order) disagree by 0.63-0.86 (max |diff|) on the first six prompts here.
-// Measured for TP=2 and TP=3 over all twelve prompts: max |diff| 0.13-1.16, mean |diff|
-// 0.03-0.47. A wrong slice, head mapping or a missing reduction moves logits by several units.
+// Logits are compared after removing their mean difference: adding one constant to every logit
+// changes no probability, and part of the noise is such a shift (up to 0.74 on chat_multi_turn
+// at TP=2, where the raw max |diff| is 1.61). Measured for TP=2 and TP=3 over all twelve
+// prompts: centred max |diff| 0.09-0.91, mean |diff| 0.015-0.14. A wrong slice, head mapping or
+// a missing reduction moves logits by several units.
 constexpr float kSmolFirstStepMaxTolerance = 1.5f;
-constexpr float kSmolFirstStepMeanTolerance = 0.6f;
+constexpr float kSmolFirstStepMeanTolerance = 0.3f;
 // Greedy tokens must agree until the unsharded decoder's top-2 margin falls inside that noise;
 // where it does, either token is legitimate (measured divergences all had margins <= 0.21).
 constexpr float kSmolNearTieMargin = 0.5f;
@@ -384,13 +387,20 @@ TEST(SmolLm2ParallelTest, MatchesUnshardedDecoder) {
       auto got = RunGreedy(weights->get(), layout, prompt, 64, 32);
       ASSERT_TRUE(got.ok()) << got.status();
       const std::vector<float> a(got->prefill_logits.end() - vocab, got->prefill_logits.end());
-      double mean = 0;
-      for (int64_t v = 0; v < vocab; ++v) mean += std::fabs(a[v] - b[v]) / vocab;
-      const float max_diff = MaxAbsDiff(a, b);
+      double shift = 0;
+      for (int64_t v = 0; v < vocab; ++v) shift += (static_cast<double>(a[v]) - b[v]) / vocab;
+      double mean = 0, max_diff = 0;
+      for (int64_t v = 0; v < vocab; ++v) {
+        const double d = std::fabs(static_cast<double>(a[v]) - b[v] - shift);
+        mean += d / vocab;
+        max_diff = std::max(max_diff, d);
+      }
       int agree = 0;
       while (agree < 32 && got->tokens[agree] == base->tokens[agree]) ++agree;
-      std::printf("%-16s %-12s first-step max|diff| %.4f mean|diff| %.4f, tokens equal %d/32\n",
-                  name.c_str(), LayoutName(layout).c_str(), max_diff, mean, agree);
+      std::printf(
+          "%-16s %-12s first-step centred max|diff| %.4f mean|diff| %.4f (shift %.4f), "
+          "tokens equal %d/32\n",
+          name.c_str(), LayoutName(layout).c_str(), max_diff, mean, shift, agree);
       const std::string what = name + " " + LayoutName(layout);
       if (layout.tp_size == 1) {
         // Pipeline stages hand over exact hidden states: the same computation, bit for bit.
