@@ -6,6 +6,7 @@
 #include <cstring>
 #include <iostream>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/declare.h"
@@ -113,19 +114,32 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
                                                greedy, absl::StrCat("bench-", i)));
       requests.push_back(std::move(r));
     }
-    double ttft_sum = 0;
-    for (auto& r : requests) {
-      TokenEvent event;
-      bool first = true;
-      while (true) {
-        const ServingRequest::NextResult next = r->Next(&event, absl::Seconds(600));
-        if (next == ServingRequest::kDone) break;
-        if (next == ServingRequest::kTimeout) return absl::DeadlineExceededError("bench request");
-        if (first) ttft_sum += Now() - t0;
-        first = false;
-      }
-      RETURN_IF_ERROR(r->status());
+    // Every stream is drained by its own thread, so that a first token is timed when it
+    // arrives, not when an earlier request's stream has been read to its end.
+    std::vector<double> ttft(n, 0);
+    std::vector<absl::Status> statuses(n);
+    std::vector<std::thread> drains;
+    for (int i = 0; i < n; ++i) {
+      drains.emplace_back([&, i] {
+        ServingRequest& r = *requests[i];
+        TokenEvent event;
+        bool first = true;
+        while (true) {
+          const ServingRequest::NextResult next = r.Next(&event, absl::Seconds(600));
+          if (next == ServingRequest::kDone) break;
+          if (next == ServingRequest::kTimeout) {
+            statuses[i] = absl::DeadlineExceededError("bench request");
+            return;
+          }
+          if (first) ttft[i] = Now() - t0;
+          first = false;
+        }
+        statuses[i] = r.status();
+      });
     }
+    for (std::thread& d : drains) d.join();
+    for (const absl::Status& s : statuses) RETURN_IF_ERROR(s);
+    const double ttft_sum = std::accumulate(ttft.begin(), ttft.end(), 0.0);
     return std::make_pair(Now() - t0, ttft_sum / n);
   };
   ASSIGN_OR_RETURN(auto warm, run(1));  // first-touch of the KV cache and scratch buffers
