@@ -22,66 +22,10 @@ Prints a table and the ratios the disaggregation targets are stated in.
 import argparse
 import json
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Serve:
-    """`shardserve serve` with `layout` flags in the background until stop()."""
-
-    def __init__(self, args, layout, num_workers):
-        self.metrics_port = free_port()
-        self.num_workers = num_workers
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="shardserve-serve-", delete=False)
-        self.proc = subprocess.Popen(
-            [args.shardserve, "serve", f"--model={args.model}", "--port=0",
-             f"--threads={args.threads}", f"--metrics_port={self.metrics_port}",
-             f"--max_num_batched_tokens={args.max_num_batched_tokens}"] + layout,
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        self.address = None
-        while time.time() < deadline and self.address is None:
-            if self.proc.poll() is not None:
-                raise RuntimeError("shardserve serve exited:\n" + open(self.log.name).read())
-            m = re.search(r"ready: .* on (127\.0\.0\.1:\d+)", open(self.log.name).read())
-            if m:
-                self.address = m.group(1)
-            time.sleep(0.1)
-        if self.address is None:
-            self.stop()
-            raise RuntimeError("shardserve serve did not become ready")
-
-    def metric_sum(self, name):
-        """Sum of a metric's samples over every worker's /metrics."""
-        total = 0.0
-        for i in range(self.num_workers):
-            url = f"http://127.0.0.1:{self.metrics_port + 1 + i}/metrics"
-            try:
-                text = urllib.request.urlopen(url, timeout=5).read().decode()
-            except OSError:
-                continue
-            for line in text.splitlines():
-                if line.startswith(name + "{") or line.startswith(name + " "):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+from serve_process import ServeProcess, free_port
 
 
 def bench(args, address, num_prompts, rate, concurrency=0, slo=None, seed=1):
@@ -130,7 +74,10 @@ def main():
     kv = None
     for name in ("colocated", "disaggregated"):
         flags, workers = layouts[name]
-        serve = Serve(args, flags, workers)
+        serve = ServeProcess(args.shardserve, args.model,
+                             [f"--threads={args.threads}",
+                              f"--max_num_batched_tokens={args.max_num_batched_tokens}"] + flags,
+                             metrics_port=free_port(), num_workers=workers)
         try:
             if slo is None:
                 unloaded = bench(args, serve.address, 6, "inf", concurrency=1, seed=7)

@@ -25,7 +25,9 @@
 
 ABSL_FLAG(int32_t, prefill_tokens, 512, "bench-engine: prompt length for the prefill timing");
 ABSL_FLAG(int32_t, decode_tokens, 128, "bench-engine: tokens generated for the decode timing");
-ABSL_FLAG(int32_t, repeats, 3, "bench-engine: timed repetitions (the best is reported)");
+ABSL_FLAG(int32_t, repeats, 3,
+          "bench-engine: timed repetitions (the best is reported; with --concurrency, rounds of "
+          "one request alone then all at once, medians reported)");
 ABSL_FLAG(int32_t, concurrency, 0,
           "bench-engine: when > 0, time continuous batching instead: this many requests of "
           "--input_len prompt tokens and --output_len output tokens at once, in this process");
@@ -144,17 +146,25 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
   };
   ASSIGN_OR_RETURN(auto warm, run(1));  // first-touch of the KV cache and scratch buffers
   (void)warm;
-  // One request alone, several times: the median time to first token and output rate.
-  std::vector<double> alone_ttft, alone_seconds;
-  for (int i = 0; i < 5; ++i) {
+  // Rounds of one request alone, then `concurrency` at once: each round's two runs see the
+  // machine in about the same state, so the ratio of their rates (the batching gain) is paired
+  // even where the machine's speed drifts between rounds. Medians over the rounds.
+  const int rounds = std::max(1, absl::GetFlag(FLAGS_repeats));
+  std::vector<double> alone_ttft, alone_rate, batched_rate, batched_ttft, gain;
+  for (int i = 0; i < rounds; ++i) {
     ASSIGN_OR_RETURN(auto alone, run(1));
-    alone_seconds.push_back(alone.first);
+    ASSIGN_OR_RETURN(auto batched, run(concurrency));
     alone_ttft.push_back(alone.second);
+    alone_rate.push_back(output_len / alone.first);
+    batched_rate.push_back(static_cast<double>(concurrency) * output_len / batched.first);
+    batched_ttft.push_back(batched.second);
+    gain.push_back(batched_rate.back() / alone_rate.back());
   }
-  std::sort(alone_ttft.begin(), alone_ttft.end());
-  std::sort(alone_seconds.begin(), alone_seconds.end());
-  ASSIGN_OR_RETURN(auto batched, run(concurrency));
   serving->Shutdown();
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
 
   nlohmann::json out;
   out["engine"] = "shardserve-offline-batched";
@@ -163,10 +173,15 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
   out["concurrency"] = concurrency;
   out["input_len"] = input_len;
   out["output_len"] = output_len;
-  out["output_tokens_per_s"] = static_cast<double>(concurrency) * output_len / batched.first;
-  out["mean_ttft_ms"] = batched.second * 1e3;
-  out["single_request_ttft_ms"] = alone_ttft[alone_ttft.size() / 2] * 1e3;
-  out["single_request_output_tokens_per_s"] = output_len / alone_seconds[alone_seconds.size() / 2];
+  out["rounds"] = rounds;
+  out["output_tokens_per_s"] = median(batched_rate);
+  out["mean_ttft_ms"] = median(batched_ttft) * 1e3;
+  out["single_request_ttft_ms"] = median(alone_ttft) * 1e3;
+  out["single_request_output_tokens_per_s"] = median(alone_rate);
+  // Output tokens/s of `concurrency` requests over one request's, per round.
+  out["batching_gain"] = median(gain);
+  out["batching_gain_min"] = *std::min_element(gain.begin(), gain.end());
+  out["batching_gain_max"] = *std::max_element(gain.begin(), gain.end());
   std::cout << out.dump() << std::endl;
   return absl::OkStatus();
 }

@@ -22,9 +22,7 @@ biased away for llama.cpp).
 import argparse
 import json
 import os
-import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,50 +31,16 @@ import threading
 import time
 import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serve_process import ServeProcess, free_port
 
 
 def offline(args, concurrency, input_len=None, output_len=None):
     out = subprocess.run(
         [args.shardserve, "bench-engine", f"--model={args.model}", f"--threads={args.threads}",
          f"--concurrency={concurrency}", f"--input_len={input_len or args.input_len}",
-         f"--output_len={output_len or args.output_len}"],
+         f"--output_len={output_len or args.output_len}", f"--repeats={args.rounds}"],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-class Serve:
-    """`shardserve serve` in the background until stop()."""
-
-    def __init__(self, args):
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="shardserve-serve-", delete=False)
-        self.proc = subprocess.Popen(
-            [args.shardserve, "serve", f"--model={args.model}", "--port=0",
-             f"--threads={args.threads}", f"--max_num_seqs={max(64, max(args.concurrency))}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        self.address = None
-        while time.time() < deadline and self.address is None:
-            if self.proc.poll() is not None:
-                raise RuntimeError("shardserve serve exited:\n" + open(self.log.name).read())
-            m = re.search(r"ready: .* on (127\.0\.0\.1:\d+)", open(self.log.name).read())
-            if m:
-                self.address = m.group(1)
-            time.sleep(0.1)
-        if self.address is None:
-            self.stop()
-            raise RuntimeError("shardserve serve did not become ready")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def served(args, address, concurrency, input_len=None, output_len=None, num_prompts=None):
@@ -200,6 +164,8 @@ def main():
     p.add_argument("--output_len", type=int, default=64)
     p.add_argument("--min_prompts", type=int, default=8)
     p.add_argument("--no_llama", action="store_true", help="skip the llama.cpp server")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="offline rounds (one request alone, then C at once); medians reported")
     args = p.parse_args()
     lo, hi = min(args.concurrency), max(args.concurrency)
 
@@ -212,9 +178,11 @@ def main():
               flush=True)
     # Zero-load time to first token: short prompts one at a time, offline and through the server.
     probe_offline = offline(args, 1, input_len=16, output_len=2)
-    print(f"offline  TTFT of a 16-token prompt alone (median of 5): "
+    print(f"offline  TTFT of a 16-token prompt alone (median of {args.rounds}): "
           f"{probe_offline['single_request_ttft_ms']:.2f} ms", flush=True)
-    serve = Serve(args)
+    serve = ServeProcess(args.shardserve, args.model,
+                         [f"--threads={args.threads}",
+                          f"--max_num_seqs={max(64, max(args.concurrency))}"])
     try:
         probe_served = served(args, serve.address, 1, input_len=16, output_len=2, num_prompts=20)
         print(f"served   TTFT of a 16-token prompt alone (p50 of 20): "
@@ -246,6 +214,10 @@ def main():
     print(f"served / offline at c={hi}: {served_hi / offline_hi:.3f}  (target >= 0.9)")
     print(f"served c={hi} / served c={lo}: {served_hi / served_lo:.2f}x  (target >= 3)")
     print(f"zero-load TTFT overhead of the server path: {ttft_overhead:.2f} ms  (target < 5)")
+    gain = results["offline"][hi]
+    print(f"offline c={hi} / one request alone, paired rounds: {gain['batching_gain']:.2f}x "
+          f"(range {gain['batching_gain_min']:.2f}-{gain['batching_gain_max']:.2f}x over "
+          f"{gain['rounds']} rounds; target >= 3)")
     for c in args.concurrency:
         if c in results["llama_cpp"]:
             ratio = results["served"][c]["output_throughput"] / \

@@ -1,6 +1,7 @@
 #include "worker/group_engine.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -16,6 +17,16 @@ constexpr int64_t kMaxPlanBytes = int64_t{1} << 30;
 // How long a rank's receiver may take to confirm a reservation the prefill group already
 // reported complete.
 constexpr absl::Duration kKvCommitWait = absl::Seconds(2);
+
+// A plan's decode ranks for one transfer, as the KV sender takes them.
+std::vector<KvPeer> PeersOf(const google::protobuf::RepeatedPtrField<v1::KvPeer>& list) {
+  std::vector<KvPeer> peers;
+  for (const v1::KvPeer& p : list) {
+    peers.push_back({p.address(), IndexRange{p.layer_begin(), p.layer_end()},
+                     IndexRange{p.kv_head_begin(), p.kv_head_end()}});
+  }
+  return peers;
+}
 
 }  // namespace
 
@@ -164,14 +175,6 @@ absl::Status GroupEngine::RunPlan(const StepPlan& plan, float* logits,
                                       kv_cache_->layers(), logits, hook));
   }
 
-  auto peers_of = [](const google::protobuf::RepeatedPtrField<v1::KvPeer>& list) {
-    std::vector<KvPeer> peers;
-    for (const v1::KvPeer& p : list) {
-      peers.push_back({p.address(), IndexRange{p.layer_begin(), p.layer_end()},
-                       IndexRange{p.kv_head_begin(), p.kv_head_end()}});
-    }
-    return peers;
-  };
   for (const v1::StepKvWork::Send& send : work.send()) {
     if (!send.finish()) continue;
     KvOutcome& o = outcomes.emplace_back();
@@ -185,14 +188,14 @@ absl::Status GroupEngine::RunPlan(const StepPlan& plan, float* logits,
       continue;
     }
     const absl::Status finished =
-        comms_.kv_sender->Finish(send.transfer_id(), peers_of(send.peers()), transfer.failure);
+        comms_.kv_sender->Finish(send.transfer_id(), PeersOf(send.peers()), transfer.failure);
     o.status = transfer.failure.ok() ? finished : transfer.failure;
   }
   for (const v1::StepKvWork::Abort& abort : work.abort()) {
     outgoing_.erase(abort.transfer_id());
     if (comms_.kv_sender == nullptr) continue;
     const absl::Status s =
-        comms_.kv_sender->Finish(abort.transfer_id(), peers_of(abort.peers()),
+        comms_.kv_sender->Finish(abort.transfer_id(), PeersOf(abort.peers()),
                                  absl::CancelledError("the prefill request was cancelled"));
     if (!s.ok()) VLOG(1) << "aborting KV transfer " << abort.transfer_id() << ": " << s;
   }
@@ -214,11 +217,7 @@ absl::Status GroupEngine::SendLayer(const v1::StepKvWork& work, const StepPlan& 
           absl::StrCat("rank ", group_rank(), " has no KV sender (not a prefill group)"));
       continue;
     }
-    std::vector<KvPeer> peers;
-    for (const v1::KvPeer& p : send.peers()) {
-      peers.push_back({p.address(), IndexRange{p.layer_begin(), p.layer_end()},
-                       IndexRange{p.kv_head_begin(), p.kv_head_end()}});
-    }
+    const std::vector<KvPeer> peers = PeersOf(send.peers());
     const int32_t s = send.seq_index();
     KvSource source;
     source.view = view;
