@@ -8,9 +8,11 @@ In one run, on the same GGUF and the same machine:
      `shardserve bench` at each concurrency (all requests at once, at most C in flight);
   3. reference: llama-cpp-python's OpenAI-compatible server (`python3 -m llama_cpp.server`) with
      the same threads, driven at each concurrency by the streaming client in this file.
-Prints output tokens/s for each, the ratios the serving targets are stated in (served /
+Steps 1 and 2 run in --rounds rounds (offline and served at every concurrency, then the
+zero-load probes), so that each round gives one paired value of each target ratio (served /
 offline at the highest concurrency, served at the highest / served at 1, served TTFT minus
-offline TTFT at concurrency 1) and shardserve / llama.cpp at each concurrency. Prompts are
+offline TTFT of a 16-token prompt alone); prints every round, the medians and ranges over
+rounds, and shardserve / llama.cpp at each concurrency. Prompts are
 --input_len tokens (random ids for shardserve, text of about that many tokens for llama.cpp,
 whose completions endpoint takes text), outputs exactly --output_len tokens (EOS ignored, or
 biased away for llama.cpp).
@@ -34,23 +36,23 @@ import urllib.request
 from serve_process import ServeProcess, free_port
 
 
-def offline(args, concurrency, input_len=None, output_len=None):
+def offline(args, concurrency, input_len=None, output_len=None, repeats=1):
     out = subprocess.run(
         [args.shardserve, "bench-engine", f"--model={args.model}", f"--threads={args.threads}",
          f"--concurrency={concurrency}", f"--input_len={input_len or args.input_len}",
-         f"--output_len={output_len or args.output_len}", f"--repeats={args.rounds}"],
+         f"--output_len={output_len or args.output_len}", f"--repeats={repeats}"],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def served(args, address, concurrency, input_len=None, output_len=None, num_prompts=None):
+def served(args, address, concurrency, seed, input_len=None, output_len=None, num_prompts=None):
     num_prompts = num_prompts or max(args.min_prompts, 2 * concurrency)
     out = subprocess.run(
         [args.shardserve, "bench", f"--server={address}", f"--num_prompts={num_prompts}",
          "--request_rate=inf", f"--max_concurrency={concurrency}",
          f"--input_len={input_len or args.input_len}",
          f"--output_len={output_len or args.output_len}", "--json",
-         f"--seed={1000 + concurrency}",  # fresh prompts per run: no prefix-cache hits
+         f"--seed={seed}",  # fresh prompts per run: no prefix-cache hits
          f"--warmup={min(concurrency, 4)}"],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out)
@@ -165,33 +167,55 @@ def main():
     p.add_argument("--min_prompts", type=int, default=8)
     p.add_argument("--no_llama", action="store_true", help="skip the llama.cpp server")
     p.add_argument("--rounds", type=int, default=5,
-                   help="offline rounds (one request alone, then C at once); medians reported")
+                   help="rounds of offline and served runs at every concurrency; each gives "
+                        "one paired ratio per target, and the medians are reported")
     args = p.parse_args()
     lo, hi = min(args.concurrency), max(args.concurrency)
 
     print(f"# {os.cpu_count()} cores, {args.threads} threads per engine, input {args.input_len}"
-          f" tokens, output {args.output_len} tokens", flush=True)
-    results = {"offline": {}, "served": {}, "llama_cpp": {}}
-    for c in args.concurrency:
-        results["offline"][c] = offline(args, c)
-        print(f"offline  c={c:3d}: {results['offline'][c]['output_tokens_per_s']:8.1f} output tok/s",
-              flush=True)
-    # Zero-load time to first token: short prompts one at a time, offline and through the server.
-    probe_offline = offline(args, 1, input_len=16, output_len=2)
-    print(f"offline  TTFT of a 16-token prompt alone (median of {args.rounds}): "
-          f"{probe_offline['single_request_ttft_ms']:.2f} ms", flush=True)
+          f" tokens, output {args.output_len} tokens, {args.rounds} rounds", flush=True)
+    # Rounds: in each, the offline engine and the server at every concurrency, then the
+    # zero-load probes, one after the other. The targets are ratios of two measurements; taken
+    # within one round they see the machine in about the same state, so each round gives one
+    # paired ratio and the medians over rounds are what is reported (on a shared machine whose
+    # speed drifts, ratios of measurements minutes apart mostly measure the drift).
+    results = {"offline": {c: [] for c in args.concurrency},
+               "served": {c: [] for c in args.concurrency}, "llama_cpp": {},
+               "probe_offline_ttft_ms": [], "probe_served_ttft_ms": []}
+    ratios = {"served_over_offline": [], "served_hi_over_lo": [], "offline_hi_over_lo": [],
+              "ttft_overhead_ms": []}
     serve = ServeProcess(args.shardserve, args.model,
                          [f"--threads={args.threads}",
                           f"--max_num_seqs={max(64, max(args.concurrency))}"])
     try:
-        probe_served = served(args, serve.address, 1, input_len=16, output_len=2, num_prompts=20)
-        print(f"served   TTFT of a 16-token prompt alone (p50 of 20): "
-              f"{probe_served['p50_ttft_ms']:.2f} ms", flush=True)
-        for c in args.concurrency:
-            results["served"][c] = served(args, serve.address, c)
-            r = results["served"][c]
-            print(f"served   c={c:3d}: {r['output_throughput']:8.1f} output tok/s, TTFT mean "
-                  f"{r['mean_ttft_ms']:.1f} ms, TPOT mean {r['mean_tpot_ms']:.1f} ms", flush=True)
+        for r in range(args.rounds):
+            for c in args.concurrency:
+                off = offline(args, c)
+                srv = served(args, serve.address, c, seed=1000 * (r + 1) + c)
+                results["offline"][c].append(off)
+                results["served"][c].append(srv)
+                print(f"round {r + 1}  c={c:3d}: offline {off['output_tokens_per_s']:7.1f}, served "
+                      f"{srv['output_throughput']:7.1f} output tok/s (served TTFT mean "
+                      f"{srv['mean_ttft_ms']:.1f} ms, TPOT mean {srv['mean_tpot_ms']:.1f} ms)",
+                      flush=True)
+            # Zero-load time to first token: a 16-token prompt alone, offline and served.
+            probe_off = offline(args, 1, input_len=16, output_len=2, repeats=3)
+            probe_srv = served(args, serve.address, 1, seed=1000 * (r + 1) + 999, input_len=16,
+                               output_len=2, num_prompts=10)
+            results["probe_offline_ttft_ms"].append(probe_off["single_request_ttft_ms"])
+            results["probe_served_ttft_ms"].append(probe_srv["p50_ttft_ms"])
+            print(f"round {r + 1}  TTFT of a 16-token prompt alone: offline "
+                  f"{probe_off['single_request_ttft_ms']:.2f} ms (median of 3), served "
+                  f"{probe_srv['p50_ttft_ms']:.2f} ms (p50 of 10)", flush=True)
+            off_hi = results["offline"][hi][-1]["output_tokens_per_s"]
+            off_lo = results["offline"][lo][-1]["output_tokens_per_s"]
+            srv_hi = results["served"][hi][-1]["output_throughput"]
+            srv_lo = results["served"][lo][-1]["output_throughput"]
+            ratios["served_over_offline"].append(srv_hi / off_hi)
+            ratios["served_hi_over_lo"].append(srv_hi / srv_lo)
+            ratios["offline_hi_over_lo"].append(off_hi / off_lo)
+            ratios["ttft_overhead_ms"].append(probe_srv["p50_ttft_ms"] -
+                                              probe_off["single_request_ttft_ms"])
     finally:
         serve.stop()
     if not args.no_llama:
@@ -207,22 +231,24 @@ def main():
         finally:
             server.stop()
 
-    served_hi = results["served"][hi]["output_throughput"]
-    offline_hi = results["offline"][hi]["output_tokens_per_s"]
-    served_lo = results["served"][lo]["output_throughput"]
-    ttft_overhead = probe_served["p50_ttft_ms"] - probe_offline["single_request_ttft_ms"]
-    print(f"served / offline at c={hi}: {served_hi / offline_hi:.3f}  (target >= 0.9)")
-    print(f"served c={hi} / served c={lo}: {served_hi / served_lo:.2f}x  (target >= 3)")
-    print(f"zero-load TTFT overhead of the server path: {ttft_overhead:.2f} ms  (target < 5)")
-    gain = results["offline"][hi]
-    print(f"offline c={hi} / one request alone, paired rounds: {gain['batching_gain']:.2f}x "
-          f"(range {gain['batching_gain_min']:.2f}-{gain['batching_gain_max']:.2f}x over "
-          f"{gain['rounds']} rounds; target >= 3)")
+    def summary(values, fmt):
+        return (f"median {fmt.format(statistics.median(values))} (range "
+                f"{fmt.format(min(values))} - {fmt.format(max(values))} over {len(values)} rounds)")
+
+    print(f"served / offline at c={hi}: {summary(ratios['served_over_offline'], '{:.3f}')}  "
+          f"(target >= 0.9)")
+    print(f"served c={hi} / served c={lo}: {summary(ratios['served_hi_over_lo'], '{:.2f}x')}  "
+          f"(target >= 3)")
+    print(f"offline c={hi} / offline c={lo}: {summary(ratios['offline_hi_over_lo'], '{:.2f}x')}")
+    print(f"zero-load TTFT overhead of the server path: "
+          f"{summary(ratios['ttft_overhead_ms'], '{:.2f} ms')}  (target < 5)")
     for c in args.concurrency:
         if c in results["llama_cpp"]:
-            ratio = results["served"][c]["output_throughput"] / \
-                results["llama_cpp"][c]["output_throughput"]
-            print(f"shardserve / llama.cpp server at c={c}: {ratio:.2f}x output tok/s")
+            ours = statistics.median(s["output_throughput"] for s in results["served"][c])
+            ratio = ours / results["llama_cpp"][c]["output_throughput"]
+            print(f"shardserve (median served) / llama.cpp server at c={c}: {ratio:.2f}x "
+                  f"output tok/s")
+    results["ratios"] = ratios
     print(json.dumps(results))
 
 
