@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/testing/test_env.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -13,9 +14,7 @@ namespace shardserve {
 namespace {
 
 std::unique_ptr<Tokenizer> LoadTokenizer() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const std::string path = (srcdir != nullptr ? std::string(srcdir) + "/shardserve/" : "") +
-                           "tests/tokenizer/smollm2_tokenizer.json";
+  const std::string path = TestRunfile("tests/tokenizer/smollm2_tokenizer.json");
   std::ifstream in(path, std::ios::binary);
   EXPECT_TRUE(in.good()) << "cannot read " << path;
   std::stringstream buffer;

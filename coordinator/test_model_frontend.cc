@@ -1,10 +1,10 @@
 #include "coordinator/test_model_frontend.h"
 
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <utility>
 
+#include "common/testing/test_env.h"
 #include "glog/logging.h"
 #include "model/chat_template.h"
 #include "model/tokenizer.h"
@@ -12,8 +12,7 @@
 namespace shardserve {
 
 std::string ReadRunfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const std::string full = (srcdir != nullptr ? std::string(srcdir) + "/shardserve/" : "") + path;
+  const std::string full = TestRunfile(path);
   std::ifstream in(full, std::ios::binary);
   CHECK(in.good()) << "cannot read " << full;
   std::stringstream buffer;

@@ -3,11 +3,11 @@
 // jinja2 configured as transformers' apply_chat_template configures it.
 #include "model/chat_template.h"
 
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "common/testing/test_env.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -18,9 +18,7 @@ using ::testing::HasSubstr;
 using json = nlohmann::ordered_json;
 
 std::string FixturePath(const std::string& name) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const std::string root = srcdir != nullptr ? std::string(srcdir) + "/shardserve/" : "";
-  return root + "tests/chat_template/" + name;
+  return TestRunfile("tests/chat_template/" + name);
 }
 
 std::string ReadFile(const std::string& name) {

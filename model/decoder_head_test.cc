@@ -7,13 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/test_env.h"
 #include "common/thread_pool.h"
 #include "gtest/gtest.h"
 #include "kernels/ops.h"
@@ -89,8 +89,7 @@ class DecoderHeadTest : public ::testing::TestWithParam<HeadCase> {
     b.AddTensor("blk.0.ffn_up.weight", DType::kF32, {kInter, kHidden}, random(kInter, kHidden, 37));
     b.AddTensor("blk.0.ffn_down.weight", DType::kF32, {kHidden, kInter},
                 std::vector<uint8_t>(kHidden * kInter * sizeof(float), 0));
-    const char* dir = std::getenv("TEST_TMPDIR");
-    path_ = absl::StrCat(dir != nullptr ? dir : "/tmp", "/decoder_head_", CaseName(c), ".gguf");
+    path_ = absl::StrCat(TestTempDir(), "/decoder_head_", CaseName(c), ".gguf");
     ASSERT_TRUE(b.WriteFile(path_).ok());
   }
 

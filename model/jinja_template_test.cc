@@ -3,11 +3,11 @@
 // jinja2 failed. The remaining tests cover the limits that keep a render bounded.
 #include "model/jinja_template.h"
 
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "common/testing/test_env.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -20,9 +20,7 @@ using ::testing::StartsWith;
 using json = nlohmann::ordered_json;
 
 std::string FixturePath(const std::string& name) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const std::string root = srcdir != nullptr ? std::string(srcdir) + "/shardserve/" : "";
-  return root + "tests/chat_template/" + name;
+  return TestRunfile("tests/chat_template/" + name);
 }
 
 json ReadJson(const std::string& name) {

@@ -1,17 +1,15 @@
 #include "model/model_fingerprint.h"
 
-#include <cstdlib>
 #include <string>
 
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 
 namespace shardserve {
 namespace {
 
 std::string Fixture(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return std::string(srcdir != nullptr ? srcdir : ".") + "/shardserve/tests/fixtures/tiny/" +
-         relative;
+  return TestRunfile("tests/fixtures/tiny/" + relative);
 }
 
 // FIPS 180-2 test vectors.

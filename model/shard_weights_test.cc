@@ -1,10 +1,10 @@
 #include "model/shard_weights.h"
 
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "common/testing/test_env.h"
 #include "common/thread_pool.h"
 #include "gtest/gtest.h"
 #include "kernels/ops.h"
@@ -42,8 +42,7 @@ std::string WriteModel() {
     b.AddTensor(p + "ffn_up.weight", DType::kQ8_0, {96, 64});
     b.AddTensor(p + "ffn_down.weight", DType::kQ8_0, {64, 96});
   }
-  const char* dir = std::getenv("TEST_TMPDIR");
-  const std::string path = std::string(dir != nullptr ? dir : "/tmp") + "/shard_weights.gguf";
+  const std::string path = TestTempDir() + "/shard_weights.gguf";
   EXPECT_TRUE(b.WriteFile(path).ok());
   return path;
 }

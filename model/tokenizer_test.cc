@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "common/testing/test_env.h"
 #include "model/bpe_byte_level.h"
 #include "model/bpe_utf8.h"
 #include "model/incremental_detokenizer.h"
@@ -29,11 +29,7 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-std::string FixturePath(const std::string& name) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const std::string root = srcdir != nullptr ? std::string(srcdir) + "/shardserve/" : "";
-  return root + "tests/tokenizer/" + name;
-}
+std::string FixturePath(const std::string& name) { return TestRunfile("tests/tokenizer/" + name); }
 
 std::string ReadFixture(const std::string& name) {
   std::ifstream in(FixturePath(name), std::ios::binary);

@@ -7,7 +7,6 @@
 // prompt is prefilled, a decode rank that cannot be reached) ends the request with a clear
 // status and leaves no KV block or reservation behind on either side.
 #include <atomic>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -16,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 #include "model/weight_source.h"
 #include "worker/comm/tcp_kv_transport.h"
@@ -24,11 +24,6 @@
 
 namespace shardserve {
 namespace {
-
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return std::string(srcdir != nullptr ? srcdir : ".") + "/shardserve/" + relative;
-}
 
 SamplingParams Greedy(int max_tokens) {
   SamplingParams p;
@@ -163,7 +158,7 @@ class DirectPrefillClient : public PrefillClient {
 class DisaggServingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto weights = OpenWeightSource(Runfile("tests/fixtures/tiny/llama/model.gguf"));
+    auto weights = OpenWeightSource(TestRunfile("tests/fixtures/tiny/llama/model.gguf"));
     ASSERT_TRUE(weights.ok()) << weights.status();
     weights_ = std::move(*weights);
     auto shard = MakeShardSpec(weights_->config(), ParallelLayout{1, 1, 1}, 0, 0);

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 #include "model/weight_source.h"
 
@@ -10,9 +11,7 @@ namespace shardserve {
 namespace {
 
 std::string TinyModel(const std::string& family) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return std::string(srcdir != nullptr ? srcdir : ".") + "/shardserve/tests/fixtures/tiny/" +
-         family;
+  return TestRunfile("tests/fixtures/tiny/" + family);
 }
 
 class EngineTest : public ::testing::Test {

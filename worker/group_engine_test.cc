@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 #include "model/weight_source.h"
 #include "nlohmann/json.hpp"
@@ -21,11 +22,6 @@
 
 namespace shardserve {
 namespace {
-
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return std::string(srcdir != nullptr ? srcdir : ".") + "/shardserve/" + relative;
-}
 
 SamplingParams Greedy(int max_tokens) {
   SamplingParams p;
@@ -205,7 +201,7 @@ class TinyGroupEngineTest : public ::testing::TestWithParam<TinyCase> {};
 
 TEST_P(TinyGroupEngineTest, GreedyTokensEqualSingleProcessEngine) {
   const TinyCase& tc = GetParam();
-  const std::string dir = Runfile("tests/fixtures/tiny/" + tc.family);
+  const std::string dir = TestRunfile("tests/fixtures/tiny/" + tc.family);
   std::ifstream f(dir + "/reference.json");
   ASSERT_TRUE(f.good()) << dir;
   const std::vector<int32_t> prompt =
@@ -240,7 +236,7 @@ TEST(SmolLm2GroupEngineTest, GreedyTokensEqualSingleProcessEngine) {
   ASSERT_NE(path, nullptr) << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf";
   auto weights = OpenWeightSource(path);
   ASSERT_TRUE(weights.ok()) << weights.status();
-  std::ifstream f(Runfile("tests/fixtures/smollm2_q4_1/greedy.json"));
+  std::ifstream f(TestRunfile("tests/fixtures/smollm2_q4_1/greedy.json"));
   ASSERT_TRUE(f.good());
   const nlohmann::json ref = nlohmann::json::parse(f);
   auto engine = Engine::Create(weights->get(), Options());
@@ -295,7 +291,7 @@ TEST(SmolLm2GroupEngineTest, GreedyTokensEqualSingleProcessEngine) {
 class GroupEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto w = OpenWeightSource(Runfile("tests/fixtures/tiny/qwen2moe/model.gguf"));
+    auto w = OpenWeightSource(TestRunfile("tests/fixtures/tiny/qwen2moe/model.gguf"));
     ASSERT_TRUE(w.ok()) << w.status();
     weights_ = std::move(*w);
   }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 #include "model/weight_source.h"
 #include "worker/comm/local_communicator.h"
@@ -19,13 +20,8 @@
 namespace shardserve {
 namespace {
 
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return std::string(srcdir != nullptr ? srcdir : ".") + "/shardserve/" + relative;
-}
-
 std::unique_ptr<WeightSource> Open(const std::string& family) {
-  auto w = OpenWeightSource(Runfile("tests/fixtures/tiny/" + family + "/model.gguf"));
+  auto w = OpenWeightSource(TestRunfile("tests/fixtures/tiny/" + family + "/model.gguf"));
   EXPECT_TRUE(w.ok()) << w.status();
   return w.ok() ? std::move(*w) : nullptr;
 }

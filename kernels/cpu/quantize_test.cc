@@ -12,16 +12,13 @@
 #include <vector>
 
 #include "common/fp16.h"
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 
 namespace shardserve::cpu {
 namespace {
 
-std::string FixtureDir() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const std::string root = srcdir != nullptr ? std::string(srcdir) + "/shardserve/" : "";
-  return root + "tests/kernels/quant_fixtures/";
-}
+std::string FixtureDir() { return TestRunfile("tests/kernels/quant_fixtures/"); }
 
 std::vector<uint8_t> ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -7,7 +7,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <ostream>
@@ -19,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/child_processes.h"
+#include "common/testing/test_env.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "model/weight_source.h"
@@ -30,19 +30,9 @@ namespace {
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
 constexpr absl::Duration kReadyTimeout = absl::Seconds(30);
 
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/shardserve/", relative);
-}
-
-std::string TempDir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return dir != nullptr ? dir : "/tmp";
-}
-
 const std::string& Model() {
   static const std::string* path =
-      new std::string(Runfile("tests/fixtures/tiny/qwen2moe/model.gguf"));
+      new std::string(TestRunfile("tests/fixtures/tiny/qwen2moe/model.gguf"));
   return *path;
 }
 
@@ -88,7 +78,7 @@ class ClusterTest : public ::testing::Test {
 
   // Starts the coordinator (port 0) and waits for its "listening on" line.
   void StartCoordinator(std::vector<std::string> flags) {
-    std::vector<std::string> argv = {Runfile("coordinator/shardserve-coordinator"), "--port=0",
+    std::vector<std::string> argv = {TestRunfile("coordinator/shardserve-coordinator"), "--port=0",
                                      "--host=127.0.0.1", "--model=" + Model()};
     argv.insert(argv.end(), flags.begin(), flags.end());
     coordinator_ = children_.Spawn("coordinator", argv);
@@ -116,7 +106,7 @@ class ClusterTest : public ::testing::Test {
 
   pid_t StartWorker(const std::string& pool = "both", const std::string& host = "127.0.0.1",
                     std::vector<std::string> flags = {}) {
-    std::vector<std::string> argv = {Runfile("worker/shardserve-worker"),
+    std::vector<std::string> argv = {TestRunfile("worker/shardserve-worker"),
                                      "--coordinator=" + address_,
                                      "--pool=" + pool,
                                      "--device=cpu",
@@ -131,7 +121,7 @@ class ClusterTest : public ::testing::Test {
 
   absl::optional<v1::GetPlanReply> GetPlan() {
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    context.set_deadline(TestDeadline(absl::Seconds(2)));
     v1::GetPlanReply reply;
     if (!stub_->GetPlan(&context, v1::GetPlanRequest(), &reply).ok()) return absl::nullopt;
     return reply;
@@ -159,8 +149,8 @@ class ClusterTest : public ::testing::Test {
 
   // Runs `shardserve status`; returns its exit code (-1 if it did not end in time).
   int Status(const std::string& server, std::string* output, bool json = false) {
-    std::vector<std::string> argv = {Runfile("tools/shardserve"), "status", "--server=" + server,
-                                     "--timeout=2s"};
+    std::vector<std::string> argv = {TestRunfile("tools/shardserve"), "status",
+                                     "--server=" + server, "--timeout=2s"};
     if (json) argv.push_back("--json");
     const pid_t pid = children_.Spawn("status", argv);
     absl::optional<int> code = children_.WaitExit(pid, absl::Seconds(10));
@@ -174,7 +164,7 @@ class ClusterTest : public ::testing::Test {
     return all;
   }
 
-  ChildProcesses children_{TempDir()};
+  ChildProcesses children_{TestTempDir()};
   pid_t coordinator_ = -1;
   std::vector<pid_t> workers_;
   std::string address_;
@@ -294,8 +284,8 @@ TEST_F(ClusterTest, KilledWorkerFailsItsGroupWithinHeartbeatTimeout) {
 
 TEST_F(ClusterTest, WorkerWithDifferentModelIsRefused) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator({}));
-  const pid_t worker = StartWorker("both", "127.0.0.1",
-                                   {"--model=" + Runfile("tests/fixtures/tiny/olmoe/model.gguf")});
+  const pid_t worker = StartWorker(
+      "both", "127.0.0.1", {"--model=" + TestRunfile("tests/fixtures/tiny/olmoe/model.gguf")});
   absl::optional<int> code = children_.WaitExit(worker, absl::Seconds(10));
   ASSERT_TRUE(code.has_value()) << Logs();
   EXPECT_NE(*code, 0);
@@ -313,8 +303,9 @@ TEST_F(ClusterTest, WorkerWithDifferentModelIsRefused) {
 
 TEST_F(ClusterTest, ImpossibleLayoutStopsTheCoordinator) {
   // The tiny Qwen2-MoE has 2 KV heads: TP=4 cannot give every rank one.
-  const pid_t pid = children_.Spawn("coordinator", {Runfile("coordinator/shardserve-coordinator"),
-                                                    "--port=0", "--model=" + Model(), "--tp=4"});
+  const pid_t pid =
+      children_.Spawn("coordinator", {TestRunfile("coordinator/shardserve-coordinator"), "--port=0",
+                                      "--model=" + Model(), "--tp=4"});
   absl::optional<int> code = children_.WaitExit(pid, kStartTimeout);
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 2);

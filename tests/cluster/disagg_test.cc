@@ -12,7 +12,6 @@
 // Every call has a deadline; every child is ended by LocalCluster, also when an assertion fails.
 #include <signal.h>
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/testing/test_env.h"
 #include "glog/logging.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -39,26 +39,7 @@ constexpr absl::Duration kCallTimeout = absl::Seconds(120);
 // Prefill chunk size of the cluster's groups and of the reference Engine.
 constexpr int kChunkTokens = 96;
 
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/shardserve/", relative);
-}
-
-std::string TempDir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return dir != nullptr ? dir : "/tmp";
-}
-
-std::string SmolLm2Path() {
-  const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
-  return path != nullptr ? path : "";
-}
-
-std::string TinyMoePath() { return Runfile("tests/fixtures/tiny/olmoe/model.gguf"); }
-
-std::chrono::system_clock::time_point Deadline(absl::Duration d) {
-  return absl::ToChronoTime(absl::Now() + d);
-}
+std::string TinyMoePath() { return TestRunfile("tests/fixtures/tiny/olmoe/model.gguf"); }
 
 struct Streamed {
   grpc::Status status;
@@ -72,8 +53,8 @@ class Cluster {
   Cluster(const std::string& model, std::vector<std::string> layout,
           std::vector<std::string> pools) {
     LocalClusterOptions o;
-    o.coordinator_binary = Runfile("coordinator/shardserve-coordinator");
-    o.worker_binary = Runfile("worker/shardserve-worker");
+    o.coordinator_binary = TestRunfile("coordinator/shardserve-coordinator");
+    o.worker_binary = TestRunfile("worker/shardserve-worker");
     o.model = model;
     o.coordinator_flags = std::move(layout);
     o.coordinator_flags.push_back("--heartbeat_timeout=2s");
@@ -83,7 +64,7 @@ class Cluster {
     // on the same kernels as the single-process Engine's.
     o.worker_flags = {"--group_timeout=6s", "--kv_transfer_timeout=30s",
                       absl::StrCat("--max_num_batched_tokens=", kChunkTokens)};
-    o.log_dir = TempDir();
+    o.log_dir = TestTempDir();
     cluster_ = std::make_unique<LocalCluster>(o);
     started_ = cluster_->Start(absl::Now() + kReadyTimeout, [] { return false; });
     if (started_.ok()) {
@@ -106,7 +87,7 @@ class Cluster {
     request.mutable_params()->set_max_tokens(max_tokens);
     request.mutable_params()->set_ignore_eos(true);
     grpc::ClientContext context;
-    context.set_deadline(Deadline(kCallTimeout));
+    context.set_deadline(TestDeadline(kCallTimeout));
     Streamed s;
     auto reader = stub_->Generate(&context, request);
     v1::GenerateResponse response;
@@ -122,7 +103,7 @@ class Cluster {
 
   v1::GetClusterStatusResponse Status() {
     grpc::ClientContext context;
-    context.set_deadline(Deadline(absl::Seconds(10)));
+    context.set_deadline(TestDeadline(absl::Seconds(10)));
     v1::GetClusterStatusResponse status;
     const grpc::Status s =
         stub_->GetClusterStatus(&context, v1::GetClusterStatusRequest(), &status);
@@ -312,8 +293,8 @@ TEST(DisaggTest, TinyMoeEqualsColocatedAcrossTpDegrees) {
 }
 
 TEST(DisaggTest, SmolLm2EqualsColocated) {
-  if (SmolLm2Path().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
-  auto bundle = LoadModelBundle(SmolLm2Path());
+  if (TestGgufPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+  auto bundle = LoadModelBundle(TestGgufPath());
   ASSERT_TRUE(bundle.ok()) << bundle.status();
   // Natural text (random ids give flat distributions full of near ties); the long ones span
   // several KV blocks and prefill chunks.
@@ -333,12 +314,12 @@ TEST(DisaggTest, SmolLm2EqualsColocated) {
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& t : texts) prompts.push_back(bundle->tokenizer->Encode(t, true));
   // Same TP on both sides: the prefill group computes the KV exactly as a colocated group would.
-  CheckAgainstReference(SmolLm2Path(), Layout{1, 1}, prompts, 24, /*near_tie=*/0.0f);
+  CheckAgainstReference(TestGgufPath(), Layout{1, 1}, prompts, 24, /*near_tie=*/0.0f);
   // Re-sliced: TP=2 rounds differently (its first-token logits are within 0.1 of TP=1's,
   // tests/cluster/generation_test), so tokens are compared up to the reference's first near
   // tie, a top-2 margin below twice that.
-  CheckAgainstReference(SmolLm2Path(), Layout{1, 2}, prompts, 24, /*near_tie=*/0.2f);
-  CheckAgainstReference(SmolLm2Path(), Layout{2, 1}, prompts, 24, /*near_tie=*/0.2f);
+  CheckAgainstReference(TestGgufPath(), Layout{1, 2}, prompts, 24, /*near_tie=*/0.2f);
+  CheckAgainstReference(TestGgufPath(), Layout{2, 1}, prompts, 24, /*near_tie=*/0.2f);
 }
 
 // Whether a request that did not finish ended with a status a client can act on.
@@ -350,8 +331,8 @@ void ExpectClearFailure(const Streamed& s, const std::string& what) {
 }
 
 TEST(DisaggFailureTest, KillingAPrefillWorkerMidTransfer) {
-  if (SmolLm2Path().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
-  Cluster cluster(SmolLm2Path(), {"--prefill_groups=2", "--decode_groups=1"},
+  if (TestGgufPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+  Cluster cluster(TestGgufPath(), {"--prefill_groups=2", "--decode_groups=1"},
                   {"prefill", "prefill", "decode"});
   ASSERT_TRUE(cluster.started().ok()) << cluster.started();
   const int64_t vocab = 49152;
@@ -394,8 +375,8 @@ TEST(DisaggFailureTest, KillingAPrefillWorkerMidTransfer) {
 }
 
 TEST(DisaggFailureTest, KillingADecodeWorkerMidStream) {
-  if (SmolLm2Path().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
-  Cluster cluster(SmolLm2Path(), {"--prefill_groups=1", "--decode_groups=2"},
+  if (TestGgufPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+  Cluster cluster(TestGgufPath(), {"--prefill_groups=1", "--decode_groups=2"},
                   {"prefill", "decode", "decode"});
   ASSERT_TRUE(cluster.started().ok()) << cluster.started();
   const int64_t vocab = 49152;

@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/child_processes.h"
+#include "common/testing/test_env.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "model/weight_source.h"
@@ -40,18 +41,8 @@ constexpr absl::Duration kStartTimeout = absl::Seconds(10);
 constexpr absl::Duration kReadyTimeout = absl::Seconds(60);
 constexpr absl::Duration kGenerateTimeout = absl::Seconds(60);
 
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/shardserve/", relative);
-}
-
-std::string TempDir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return dir != nullptr ? dir : "/tmp";
-}
-
 std::vector<int32_t> TinyPrompt(const std::string& family) {
-  std::ifstream f(Runfile("tests/fixtures/tiny/" + family + "/reference.json"));
+  std::ifstream f(TestRunfile("tests/fixtures/tiny/" + family + "/reference.json"));
   EXPECT_TRUE(f.good());
   if (!f.good()) return {};
   return nlohmann::json::parse(f)["prompt_ids"].get<std::vector<int32_t>>();
@@ -95,7 +86,7 @@ class GenerationTest : public ::testing::Test {
   // ready; then connects to the leader's WorkerService.
   void StartGroup(const std::string& model, const std::vector<std::string>& layout_flags,
                   int num_workers, absl::Duration group_timeout = absl::Seconds(15)) {
-    std::vector<std::string> argv = {Runfile("coordinator/shardserve-coordinator"), "--port=0",
+    std::vector<std::string> argv = {TestRunfile("coordinator/shardserve-coordinator"), "--port=0",
                                      "--host=127.0.0.1", "--model=" + model};
     argv.insert(argv.end(), layout_flags.begin(), layout_flags.end());
     coordinator_ = children_.Spawn("coordinator", argv);
@@ -118,8 +109,8 @@ class GenerationTest : public ::testing::Test {
     ASSERT_FALSE(address.empty()) << "coordinator did not start\n" << Logs();
     for (int i = 0; i < num_workers; ++i) {
       workers_.push_back(children_.Spawn(
-          "worker", {Runfile("worker/shardserve-worker"), "--coordinator=" + address, "--pool=both",
-                     "--device=cpu", "--host=127.0.0.1",
+          "worker", {TestRunfile("worker/shardserve-worker"), "--coordinator=" + address,
+                     "--pool=both", "--device=cpu", "--host=127.0.0.1",
                      "--group_timeout=" + absl::FormatDuration(group_timeout)}));
       ASSERT_GT(workers_.back(), 0);
     }
@@ -132,7 +123,7 @@ class GenerationTest : public ::testing::Test {
     while (!ready && absl::Now() < ready_deadline) {
       absl::SleepFor(absl::Milliseconds(50));
       grpc::ClientContext context;
-      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+      context.set_deadline(TestDeadline(absl::Seconds(2)));
       if (!cluster->GetPlan(&context, v1::GetPlanRequest(), &reply).ok()) continue;
       ready = reply.has_plan() && reply.plan().groups_size() == 1 && reply.plan().groups(0).ready();
     }
@@ -171,7 +162,7 @@ class GenerationTest : public ::testing::Test {
                                 std::string* finish_reason,
                                 std::vector<v1::WorkerTopLogprob>* first_top = nullptr) {
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + kGenerateTimeout));
+    context.set_deadline(TestDeadline(kGenerateTimeout));
     auto reader = leader_->Generate(&context, request);
     std::vector<int32_t> tokens;
     v1::GenerateOnGroupResponse response;
@@ -192,7 +183,7 @@ class GenerationTest : public ::testing::Test {
     return all;
   }
 
-  ChildProcesses children_{TempDir()};
+  ChildProcesses children_{TestTempDir()};
   pid_t coordinator_ = -1;
   std::vector<pid_t> workers_;
   std::vector<std::string> follower_ids_;
@@ -211,9 +202,9 @@ constexpr char kSmolLM2Prompt[] = "emoji";
 std::string ModelPath(TestModel model) {
   switch (model) {
     case TestModel::kQwen2Moe:
-      return Runfile("tests/fixtures/tiny/qwen2moe/model.gguf");
+      return TestRunfile("tests/fixtures/tiny/qwen2moe/model.gguf");
     case TestModel::kOlmoe:
-      return Runfile("tests/fixtures/tiny/olmoe/model.gguf");
+      return TestRunfile("tests/fixtures/tiny/olmoe/model.gguf");
     case TestModel::kSmolLM2: {
       const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
       EXPECT_NE(path, nullptr) << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -230,7 +221,7 @@ std::vector<int32_t> Prompt(TestModel model) {
     case TestModel::kOlmoe:
       return TinyPrompt("olmoe");
     case TestModel::kSmolLM2: {
-      std::ifstream f(Runfile("tests/fixtures/smollm2_q4_1/greedy.json"));
+      std::ifstream f(TestRunfile("tests/fixtures/smollm2_q4_1/greedy.json"));
       EXPECT_TRUE(f.good());
       if (!f.good()) return {};
       const nlohmann::json greedy = nlohmann::json::parse(f);
@@ -370,7 +361,7 @@ class FollowerFailureTest : public GenerationTest {
       return grpc::Status::CANCELLED;
     }
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + kGenerateTimeout));
+    context.set_deadline(TestDeadline(kGenerateTimeout));
     auto reader = leader_->Generate(&context, Greedy({1, 2, 3, 4, 5}, 2000));
     v1::GenerateOnGroupResponse response;
     int received = 0;

@@ -14,7 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -26,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/child_processes.h"
+#include "common/testing/test_env.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
@@ -37,21 +37,6 @@ constexpr absl::Duration kReadyTimeout = absl::Seconds(120);
 constexpr absl::Duration kExitTimeout = absl::Seconds(30);
 constexpr char kReady[] = "ready: serving ";
 constexpr char kOnLoopback[] = " on 127.0.0.1:";
-
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/shardserve/", relative);
-}
-
-std::string TempDir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return dir != nullptr ? dir : "/tmp";
-}
-
-std::string ModelPath() {
-  const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
-  return path != nullptr ? path : "";
-}
 
 // A port nothing listens on (bound, then released).
 int ClosedPort() {
@@ -146,7 +131,7 @@ int CountCommand(const std::vector<ProcessInfo>& processes, const std::string& p
 class ServeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_FALSE(ModelPath().empty())
+    ASSERT_FALSE(TestGgufPath().empty())
         << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf";
   }
 
@@ -155,11 +140,11 @@ class ServeTest : public ::testing::Test {
   // Starts serve with its children's logs in a directory of their own (see Logs()).
   pid_t StartServe(const std::vector<std::string>& flags) {
     static int next_dir = 0;
-    log_dir_ = absl::StrCat(TempDir(), "/serve-", next_dir++);
+    log_dir_ = absl::StrCat(TestTempDir(), "/serve-", next_dir++);
     EXPECT_EQ(mkdir(log_dir_.c_str(), 0755), 0) << log_dir_;
-    std::vector<std::string> argv = {Runfile("tools/shardserve"),
+    std::vector<std::string> argv = {TestRunfile("tools/shardserve"),
                                      "serve",
-                                     "--model=" + ModelPath(),
+                                     "--model=" + TestGgufPath(),
                                      "--port=0",
                                      "--threads=1",
                                      "--kv_cache_bytes=16777216",
@@ -212,7 +197,7 @@ class ServeTest : public ::testing::Test {
                                                         end - at - sizeof(kOnLoopback) + 1));
   }
 
-  ChildProcesses children_{TempDir()};
+  ChildProcesses children_{TestTempDir()};
   std::string log_dir_;
 };
 
@@ -233,7 +218,7 @@ TEST_F(ServeTest, StartsEveryProcessAndStopsThemAllOnSigterm) {
   auto stub =
       v1::ClusterService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  context.set_deadline(TestDeadline(absl::Seconds(5)));
   v1::GetPlanReply plan;
   ASSERT_TRUE(stub->GetPlan(&context, v1::GetPlanRequest(), &plan).ok()) << address;
   ASSERT_EQ(plan.plan().groups_size(), 1);
@@ -282,7 +267,7 @@ TEST_F(ServeTest, ImpossibleLayoutFailsAtOnceWithTheCoordinatorsReason) {
 
 TEST_F(ServeTest, ClientsReportAnUnreachableServer) {
   const std::string server = absl::StrCat("--server=127.0.0.1:", ClosedPort());
-  const pid_t generate = children_.Spawn("generate", {Runfile("tools/shardserve"), "generate",
+  const pid_t generate = children_.Spawn("generate", {TestRunfile("tools/shardserve"), "generate",
                                                       server, "--prompt=hi", "--timeout=20s"});
   absl::optional<int> code = children_.WaitExit(generate, kExitTimeout);
   ASSERT_TRUE(code.has_value()) << children_.Output(generate);
@@ -290,8 +275,8 @@ TEST_F(ServeTest, ClientsReportAnUnreachableServer) {
   EXPECT_TRUE(absl::StrContains(children_.Output(generate), "UNAVAILABLE"))
       << children_.Output(generate);
 
-  const pid_t bench =
-      children_.Spawn("bench", {Runfile("tools/shardserve"), "bench", server, "--num_prompts=4"});
+  const pid_t bench = children_.Spawn(
+      "bench", {TestRunfile("tools/shardserve"), "bench", server, "--num_prompts=4"});
   code = children_.WaitExit(bench, kExitTimeout);
   ASSERT_TRUE(code.has_value()) << children_.Output(bench);
   EXPECT_EQ(*code, 1) << children_.Output(bench);
@@ -300,11 +285,12 @@ TEST_F(ServeTest, ClientsReportAnUnreachableServer) {
 
 TEST_F(ServeTest, BadThreadCountsExitWithCode2) {
   const std::vector<std::vector<std::string>> commands = {
-      {Runfile("tools/shardserve"), "run", "--model=" + ModelPath(), "--prompt=hi"},
-      {Runfile("tools/shardserve"), "bench-engine", "--model=" + ModelPath()},
-      {Runfile("tools/shardserve"), "serve", "--model=" + ModelPath(), "--port=0",
-       "--log_dir=" + TempDir()},
-      {Runfile("worker/shardserve-worker"), absl::StrCat("--coordinator=127.0.0.1:", ClosedPort())},
+      {TestRunfile("tools/shardserve"), "run", "--model=" + TestGgufPath(), "--prompt=hi"},
+      {TestRunfile("tools/shardserve"), "bench-engine", "--model=" + TestGgufPath()},
+      {TestRunfile("tools/shardserve"), "serve", "--model=" + TestGgufPath(), "--port=0",
+       "--log_dir=" + TestTempDir()},
+      {TestRunfile("worker/shardserve-worker"),
+       absl::StrCat("--coordinator=127.0.0.1:", ClosedPort())},
   };
   for (const std::string threads : {"-3", "100000"}) {
     for (std::vector<std::string> argv : commands) {

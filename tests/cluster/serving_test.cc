@@ -10,7 +10,6 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,6 +22,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/child_processes.h"
+#include "common/testing/test_env.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -37,25 +37,6 @@ namespace {
 
 constexpr absl::Duration kReadyTimeout = absl::Seconds(120);
 constexpr absl::Duration kCallTimeout = absl::Seconds(120);
-
-std::string Runfile(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/shardserve/", relative);
-}
-
-std::string TempDir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return dir != nullptr ? dir : "/tmp";
-}
-
-std::string ModelPath() {
-  const char* path = std::getenv("SHARDSERVE_TEST_GGUF");
-  return path != nullptr ? path : "";
-}
-
-std::chrono::system_clock::time_point Deadline(absl::Duration d) {
-  return absl::ToChronoTime(absl::Now() + d);
-}
 
 // What one Generate call returned.
 struct Streamed {
@@ -98,10 +79,13 @@ v1::GenerateRequest GreedyTokens(const std::vector<int32_t>& prompt, int max_tok
 // The local cluster of one test suite: `shardserve serve` with the given extra flags.
 class LocalCluster {
  public:
-  explicit LocalCluster(std::vector<std::string> flags) : children_(TempDir()) {
-    std::vector<std::string> argv = {
-        Runfile("tools/shardserve"), "serve", "--model=" + ModelPath(), "--port=0", "--threads=1",
-        "--log_dir=" + TempDir()};
+  explicit LocalCluster(std::vector<std::string> flags) : children_(TestTempDir()) {
+    std::vector<std::string> argv = {TestRunfile("tools/shardserve"),
+                                     "serve",
+                                     "--model=" + TestGgufPath(),
+                                     "--port=0",
+                                     "--threads=1",
+                                     "--log_dir=" + TestTempDir()};
     argv.insert(argv.end(), flags.begin(), flags.end());
     serve_ = children_.Spawn("serve", argv);
   }
@@ -139,8 +123,8 @@ class LocalCluster {
 class ServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (ModelPath().empty()) return;
-    auto bundle = LoadModelBundle(ModelPath());
+    if (TestGgufPath().empty()) return;
+    auto bundle = LoadModelBundle(TestGgufPath());
     ASSERT_TRUE(bundle.ok()) << bundle.status();
     bundle_ = new ModelBundle(std::move(*bundle));
     // Prefill chunks of at most 96 tokens keep every step on the same matmul path as the
@@ -158,7 +142,7 @@ class ServingTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    if (ModelPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+    if (TestGgufPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
     ASSERT_NE(address_, nullptr);
     ASSERT_FALSE(address_->empty());
     channel_ = grpc::CreateChannel(*address_, grpc::InsecureChannelCredentials());
@@ -193,7 +177,7 @@ class ServingTest : public ::testing::Test {
 
   v1::GroupLoad Load() {
     grpc::ClientContext context;
-    context.set_deadline(Deadline(absl::Seconds(10)));
+    context.set_deadline(TestDeadline(absl::Seconds(10)));
     v1::GetClusterStatusResponse status;
     EXPECT_TRUE(stub_->GetClusterStatus(&context, v1::GetClusterStatusRequest(), &status).ok());
     EXPECT_EQ(status.groups_size(), 1) << status.DebugString();
@@ -238,7 +222,7 @@ TEST_F(ServingTest, StreamedGreedyOutputEqualsTheOfflineEngine) {
     request.mutable_params()->set_max_tokens(32);
     request.mutable_params()->set_ignore_eos(true);
     grpc::ClientContext context;
-    context.set_deadline(Deadline(kCallTimeout));
+    context.set_deadline(TestDeadline(kCallTimeout));
     const Streamed s = Drain(&context, stub_.get(), request);
     ASSERT_TRUE(s.status.ok()) << s.status.error_message();
     const std::vector<int32_t> prompt = Encode(text);
@@ -272,7 +256,7 @@ TEST_F(ServingTest, SixtyFourConcurrentStreamsAllMatch) {
   for (int i = 0; i < kStreams; ++i) {
     threads.emplace_back([&, i] {
       grpc::ClientContext context;
-      context.set_deadline(Deadline(kCallTimeout));
+      context.set_deadline(TestDeadline(kCallTimeout));
       results[i] = Drain(&context, stub_.get(), GreedyTokens(prompts[i], kTokens));
     });
   }
@@ -289,7 +273,7 @@ TEST_F(ServingTest, SixtyFourConcurrentStreamsAllMatch) {
 
 TEST_F(ServingTest, CancellingMidStreamFreesTheBlocks) {
   grpc::ClientContext context;
-  context.set_deadline(Deadline(kCallTimeout));
+  context.set_deadline(TestDeadline(kCallTimeout));
   std::atomic<bool> saw_blocks_in_use{false};
   const Streamed s = Drain(&context, stub_.get(), GreedyTokens(Encode("Tell me a story."), 4000),
                            [&](const Streamed& so_far) {
@@ -307,7 +291,7 @@ TEST_F(ServingTest, CancellingMidStreamFreesTheBlocks) {
 
 TEST_F(ServingTest, DeadlinesAreHonouredAndFreeTheBlocks) {
   grpc::ClientContext context;
-  context.set_deadline(Deadline(absl::Milliseconds(500)));
+  context.set_deadline(TestDeadline(absl::Milliseconds(500)));
   const absl::Time start = absl::Now();
   const Streamed s =
       Drain(&context, stub_.get(), GreedyTokens(Encode("Count to a thousand:"), 4000));
@@ -321,13 +305,13 @@ TEST_F(ServingTest, AbortEndsTheStreamWithAbort) {
   v1::GenerateRequest request = GreedyTokens(Encode("List every prime number."), 4000);
   request.set_request_id("to-abort");
   grpc::ClientContext context;
-  context.set_deadline(Deadline(kCallTimeout));
+  context.set_deadline(TestDeadline(kCallTimeout));
   bool aborted = false;
   const Streamed s = Drain(&context, stub_.get(), request, [&](const Streamed& so_far) {
     if (!aborted && so_far.token_ids.size() >= 4) {
       aborted = true;
       grpc::ClientContext abort_context;
-      abort_context.set_deadline(Deadline(absl::Seconds(10)));
+      abort_context.set_deadline(TestDeadline(absl::Seconds(10)));
       v1::AbortRequest abort;
       abort.set_request_id("to-abort");
       v1::AbortResponse reply;
@@ -345,7 +329,7 @@ TEST_F(ServingTest, AbortEndsTheStreamWithAbort) {
 TEST_F(ServingTest, BadRequestsGetTheRightCodes) {
   auto call = [&](const v1::GenerateRequest& request) {
     grpc::ClientContext context;
-    context.set_deadline(Deadline(absl::Seconds(30)));
+    context.set_deadline(TestDeadline(absl::Seconds(30)));
     return Drain(&context, stub_.get(), request).status;
   };
   // Longer than SmolLM2's 8192-token context window.
@@ -372,7 +356,7 @@ TEST_F(ServingTest, BadRequestsGetTheRightCodes) {
 
   // The server is still healthy and serving.
   grpc::ClientContext context;
-  context.set_deadline(Deadline(kCallTimeout));
+  context.set_deadline(TestDeadline(kCallTimeout));
   EXPECT_TRUE(Drain(&context, stub_.get(), GreedyTokens({1, 2, 3}, 2)).status.ok());
 }
 
@@ -383,7 +367,7 @@ TEST_F(ServingTest, HealthAndModels) {
   grpc::Slice empty("");
   grpc::ByteBuffer check_request(&empty, 1), check_reply;
   grpc::ClientContext check_context;
-  check_context.set_deadline(Deadline(absl::Seconds(10)));
+  check_context.set_deadline(TestDeadline(absl::Seconds(10)));
   absl::Notification checked;
   grpc::Status check_status;
   generic.UnaryCall(&check_context, "/grpc.health.v1.Health/Check", grpc::StubOptions(),
@@ -402,7 +386,7 @@ TEST_F(ServingTest, HealthAndModels) {
   EXPECT_EQ(reply_bytes, std::string("\x08\x01", 2));
 
   grpc::ClientContext context;
-  context.set_deadline(Deadline(absl::Seconds(10)));
+  context.set_deadline(TestDeadline(absl::Seconds(10)));
   v1::ListModelsResponse models;
   ASSERT_TRUE(stub_->ListModels(&context, v1::ListModelsRequest(), &models).ok());
   ASSERT_EQ(models.models_size(), 1);
@@ -412,7 +396,7 @@ TEST_F(ServingTest, HealthAndModels) {
   tokenize.set_text("Hello, world!");
   v1::TokenizeResponse tokens;
   grpc::ClientContext tokenize_context;
-  tokenize_context.set_deadline(Deadline(absl::Seconds(10)));
+  tokenize_context.set_deadline(TestDeadline(absl::Seconds(10)));
   ASSERT_TRUE(stub_->Tokenize(&tokenize_context, tokenize, &tokens).ok());
   EXPECT_EQ(std::vector<int32_t>(tokens.token_ids().begin(), tokens.token_ids().end()),
             Encode("Hello, world!"));
@@ -420,8 +404,8 @@ TEST_F(ServingTest, HealthAndModels) {
 
 // Runs the shardserve CLI to completion; its exit code and output (stdout and stderr).
 std::pair<int, std::string> RunCli(const std::vector<std::string>& args, absl::Duration timeout) {
-  ChildProcesses children(TempDir());
-  std::vector<std::string> argv = {Runfile("tools/shardserve")};
+  ChildProcesses children(TestTempDir());
+  std::vector<std::string> argv = {TestRunfile("tools/shardserve")};
   argv.insert(argv.end(), args.begin(), args.end());
   const pid_t pid = children.Spawn("cli", argv);
   const absl::optional<int> code = children.WaitExit(pid, timeout);
@@ -477,11 +461,12 @@ TEST_F(ServingTest, BenchCommandReportsEveryRequest) {
 
 // The README's one-command demo: a cluster starts, answers one prompt, and is stopped.
 TEST(ServeDemoTest, ServeWithPromptAnswersAndExits) {
-  if (ModelPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
-  const auto [code, out] = RunCli(
-      {"serve", "--model=" + ModelPath(), "--port=0", "--threads=1", "--log_dir=" + TempDir(),
-       "--chat", "--prompt=Name a primary colour.", "--max_tokens=8", "--ignore_eos"},
-      kReadyTimeout);
+  if (TestGgufPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+  const auto [code, out] =
+      RunCli({"serve", "--model=" + TestGgufPath(), "--port=0", "--threads=1",
+              "--log_dir=" + TestTempDir(), "--chat", "--prompt=Name a primary colour.",
+              "--max_tokens=8", "--ignore_eos"},
+             kReadyTimeout);
   ASSERT_EQ(code, 0) << out;
   // Everything but serve's own status lines is the streamed answer.
   std::string answer;
@@ -497,7 +482,7 @@ TEST(ServeDemoTest, ServeWithPromptAnswersAndExits) {
 
 // A cluster whose leader runs one request at a time and queues at most one more.
 TEST(ServingQueueTest, AFullQueueAnswersResourceExhaustedAtOnce) {
-  if (ModelPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
+  if (TestGgufPath().empty()) GTEST_SKIP() << "SHARDSERVE_TEST_GGUF is not set";
   LocalCluster cluster({"--max_num_seqs=1", "--max_waiting=1"});
   const std::string address = cluster.WaitReady();
   ASSERT_FALSE(address.empty()) << cluster.Output();
@@ -512,7 +497,7 @@ TEST(ServingQueueTest, AFullQueueAnswersResourceExhaustedAtOnce) {
   std::vector<std::thread> threads;
   auto send = [&](int i) {
     grpc::ClientContext context;
-    context.set_deadline(Deadline(kCallTimeout));
+    context.set_deadline(TestDeadline(kCallTimeout));
     const absl::Time start = absl::Now();
     results[i] = Drain(&context, stub.get(), GreedyTokens({1, 2, 3, 4 + i}, 64),
                        [&](const Streamed& so_far) {

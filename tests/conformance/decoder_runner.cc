@@ -1,7 +1,6 @@
 #include "tests/conformance/decoder_runner.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 
 #include "common/status_macros.h"
@@ -70,14 +69,6 @@ std::vector<float> ReadF32File(const std::string& path) {
   std::vector<float> out(bytes.size() / 4);
   std::copy(bytes.begin(), bytes.begin() + out.size() * 4, reinterpret_cast<char*>(out.data()));
   return out;
-}
-
-std::string RunfilePath(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  if (srcdir == nullptr) return relative;
-  return std::string(srcdir) + "/" + (workspace != nullptr ? workspace : "shardserve") + "/" +
-         relative;
 }
 
 }  // namespace shardserve

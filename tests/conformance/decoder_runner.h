@@ -37,8 +37,6 @@ class DecoderRunner {
 
 // Reads a whole file of little-endian float32.
 std::vector<float> ReadF32File(const std::string& path);
-// The runfiles path of a file in this repository.
-std::string RunfilePath(const std::string& relative);
 
 }  // namespace shardserve
 

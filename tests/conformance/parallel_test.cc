@@ -11,7 +11,6 @@
 // quantization step; see the tolerances there.
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -20,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/testing/test_env.h"
 #include "common/thread_pool.h"
 #include "gtest/gtest.h"
 #include "model/decoder.h"
@@ -222,7 +222,7 @@ class TinyParallelTest : public ::testing::TestWithParam<TinyCase> {};
 
 TEST_P(TinyParallelTest, MatchesUnshardedDecoder) {
   const TinyCase& tc = GetParam();
-  const std::string dir = RunfilePath("tests/fixtures/tiny/" + tc.family);
+  const std::string dir = TestRunfile("tests/fixtures/tiny/" + tc.family);
   std::ifstream f(dir + "/reference.json");
   ASSERT_TRUE(f.good()) << dir;
   const std::vector<int32_t> prompt =
@@ -287,7 +287,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, TinyParallelTest, ::testing::ValuesIn(TinyCase
                          });
 
 TEST(ParallelDecoderTest, RefusesMismatchedCommunicators) {
-  auto weights = OpenWeightSource(RunfilePath("tests/fixtures/tiny/llama"));
+  auto weights = OpenWeightSource(TestRunfile("tests/fixtures/tiny/llama"));
   ASSERT_TRUE(weights.ok()) << weights.status();
   const ModelConfig& c = (*weights)->config();
   auto shard = MakeShardSpec(c, {2, 1, 1}, 1, 0);
@@ -301,7 +301,7 @@ TEST(ParallelDecoderTest, RefusesMismatchedCommunicators) {
 }
 
 TEST(ParallelDecoderTest, AllToAllMoeNeedsExpertParallelism) {
-  auto weights = OpenWeightSource(RunfilePath("tests/fixtures/tiny/olmoe"));
+  auto weights = OpenWeightSource(TestRunfile("tests/fixtures/tiny/olmoe"));
   ASSERT_TRUE(weights.ok()) << weights.status();
   auto shard = MakeShardSpec((*weights)->config(), {2, 1, 1}, 0, 0);
   ASSERT_TRUE(shard.ok());
@@ -314,7 +314,7 @@ TEST(ParallelDecoderTest, AllToAllMoeNeedsExpertParallelism) {
 }
 
 TEST(ParallelDecoderTest, MissingRankFailsInsteadOfHanging) {
-  auto weights = OpenWeightSource(RunfilePath("tests/fixtures/tiny/llama"));
+  auto weights = OpenWeightSource(TestRunfile("tests/fixtures/tiny/llama"));
   ASSERT_TRUE(weights.ok()) << weights.status();
   const ModelConfig& c = (*weights)->config();
   auto comms = LocalCommunicator::CreateGroup(2, absl::Milliseconds(200));
@@ -339,11 +339,6 @@ TEST(ParallelDecoderTest, MissingRankFailsInsteadOfHanging) {
 
 // ---- SmolLM2-135M (Q4_1) ----
 
-std::string SmolLm2Path() {
-  const char* p = std::getenv("SHARDSERVE_TEST_GGUF");
-  return p == nullptr ? "" : p;
-}
-
 // Sharding changes the order of float sums (o_proj and ffn_down partial sums over heads and
 // columns, then the all-reduce); the next matmul re-quantizes its input to 8 bits, so a rounding
 // difference can become a quantization step and grow over 30 layers. The size of that noise is
@@ -361,12 +356,12 @@ constexpr float kSmolFirstStepMeanTolerance = 0.3f;
 constexpr float kSmolNearTieMargin = 0.5f;
 
 TEST(SmolLm2ParallelTest, MatchesUnshardedDecoder) {
-  const std::string model = SmolLm2Path();
+  const std::string model = TestGgufPath();
   ASSERT_FALSE(model.empty()) << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf";
   auto weights = OpenWeightSource(model);
   ASSERT_TRUE(weights.ok()) << weights.status();
   const int64_t vocab = (*weights)->config().vocab_size;
-  std::ifstream f(RunfilePath("tests/fixtures/smollm2_q4_1") + "/greedy.json");
+  std::ifstream f(TestRunfile("tests/fixtures/smollm2_q4_1") + "/greedy.json");
   ASSERT_TRUE(f.good());
   const nlohmann::json ref = nlohmann::json::parse(f);
   for (const auto& p : ref["prompts"]) {
@@ -416,7 +411,7 @@ TEST(SmolLm2ParallelTest, MatchesUnshardedDecoder) {
 }
 
 TEST(SmolLm2ParallelTest, ResidentWeightBytesPerRank) {
-  const std::string model = SmolLm2Path();
+  const std::string model = TestGgufPath();
   ASSERT_FALSE(model.empty()) << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf";
   auto weights = OpenWeightSource(model);
   ASSERT_TRUE(weights.ok()) << weights.status();
@@ -454,7 +449,7 @@ namespace {
 // TP=4 needs at least 4 KV heads, which SmolLM2 lacks; the tiny OLMoE (4 KV heads, 8 experts,
 // F32 safetensors) shows the shrinkage at TP=1, 2 and 4.
 TEST(TinyParallelTest, ResidentWeightBytesShrinkWithTp) {
-  auto weights = OpenWeightSource(RunfilePath("tests/fixtures/tiny/olmoe"));
+  auto weights = OpenWeightSource(TestRunfile("tests/fixtures/tiny/olmoe"));
   ASSERT_TRUE(weights.ok()) << weights.status();
   int64_t whole = 0;
   for (int tp : {1, 2, 4}) {

@@ -7,12 +7,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/conformance/decoder_runner.h"
@@ -55,11 +55,6 @@ constexpr float kNearTieMargin = 0.3f;
 constexpr int kMinFullMatches = 8;
 constexpr int kSteps = 32;
 
-std::string ModelPath() {
-  const char* p = std::getenv("SHARDSERVE_TEST_GGUF");
-  return p == nullptr ? "" : p;
-}
-
 // The indices of the largest and second-largest entries (the first maximum on ties).
 std::pair<int32_t, int32_t> TopTwo(const std::vector<float>& v) {
   int32_t a = 0, b = -1;
@@ -75,10 +70,10 @@ std::pair<int32_t, int32_t> TopTwo(const std::vector<float>& v) {
 }
 
 TEST(SmolLM2Test, GreedyTokensAndLogitsMatchLlamaCpp) {
-  const std::string model = ModelPath();
+  const std::string model = TestGgufPath();
   ASSERT_FALSE(model.empty())
       << "SHARDSERVE_TEST_GGUF must name SmolLM2-135M-Instruct.Q4_1.gguf (tools/test.sh sets it)";
-  const std::string dir = RunfilePath("tests/fixtures/smollm2_q4_1");
+  const std::string dir = TestRunfile("tests/fixtures/smollm2_q4_1");
   std::ifstream f(dir + "/greedy.json");
   ASSERT_TRUE(f.good());
   const nlohmann::json ref = nlohmann::json::parse(f);

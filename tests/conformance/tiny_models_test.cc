@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/testing/test_env.h"
 #include "gtest/gtest.h"
 #include "model/model_config.h"
 #include "nlohmann/json.hpp"
@@ -28,7 +29,7 @@ class TinyModelTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(TinyModelTest, MatchesLlamaCppPrefillAndGreedyDecode) {
   const Case& c = GetParam();
-  const std::string dir = RunfilePath("tests/fixtures/tiny/" + c.family);
+  const std::string dir = TestRunfile("tests/fixtures/tiny/" + c.family);
   std::ifstream f(dir + "/reference.json");
   ASSERT_TRUE(f.good()) << dir;
   const nlohmann::json ref = nlohmann::json::parse(f);
@@ -78,7 +79,7 @@ TEST_P(TinyModelTest, MatchesLlamaCppPrefillAndGreedyDecode) {
 // (128, shorter than max_position_embeddings 256) only caps the context, which is exact because
 // attention within the window is plain causal attention. The GGUF (arch "llama") has no window.
 TEST(TinyMistralTest, SlidingWindowCapsTheContext) {
-  const std::string dir = RunfilePath("tests/fixtures/tiny/mistral");
+  const std::string dir = TestRunfile("tests/fixtures/tiny/mistral");
   auto hf = DecoderRunner::Open(dir, 1, 16);
   ASSERT_TRUE(hf.ok()) << hf.status();
   EXPECT_EQ((*hf)->config().arch, Architecture::kMistral);
