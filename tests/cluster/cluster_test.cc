@@ -207,12 +207,17 @@ TEST_P(ClusterLayoutTest, EveryGroupBecomesReady) {
     for (const std::string& id : g.worker_ids()) {
       for (const v1::WorkerInfo& w : reply.workers()) {
         if (w.worker_id() != id) continue;
-        if (g.worker_ids_size() == 1) EXPECT_EQ(w.resident_bytes(), full_bytes) << id;
-        if (g.worker_ids_size() > 1) EXPECT_LT(w.resident_bytes(), full_bytes) << id;
+        if (g.worker_ids_size() == 1) {
+          EXPECT_EQ(w.resident_bytes(), full_bytes) << id;
+        } else {
+          EXPECT_LT(w.resident_bytes(), full_bytes) << id;
+        }
       }
     }
   }
-  if (c.disjoint_shards) EXPECT_EQ(sum_bytes, full_bytes);
+  if (c.disjoint_shards) {
+    EXPECT_EQ(sum_bytes, full_bytes);
+  }
   EXPECT_TRUE(reply.problems().empty()) << reply.DebugString();
 
   std::string output;
