@@ -105,9 +105,15 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
   greedy.ignore_eos = true;
   greedy.max_tokens = output_len;
 
-  // Returns {seconds until every request finished, mean seconds to the first token}.
+  // Seconds until every request finished, mean seconds to a first token, and seconds to the
+  // last first token (after it, every request is decoding).
+  struct Timing {
+    double total;
+    double mean_ttft;
+    double last_ttft;
+  };
   uint64_t next_seed = 1;
-  auto run = [&](int n) -> absl::StatusOr<std::pair<double, double>> {
+  auto run = [&](int n) -> absl::StatusOr<Timing> {
     std::vector<std::shared_ptr<ServingRequest>> requests;
     const double t0 = Now();
     for (int i = 0; i < n; ++i) {
@@ -142,23 +148,34 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
     for (std::thread& d : drains) d.join();
     for (const absl::Status& s : statuses) RETURN_IF_ERROR(s);
     const double ttft_sum = std::accumulate(ttft.begin(), ttft.end(), 0.0);
-    return std::make_pair(Now() - t0, ttft_sum / n);
+    return Timing{Now() - t0, ttft_sum / n, *std::max_element(ttft.begin(), ttft.end())};
   };
-  ASSIGN_OR_RETURN(auto warm, run(1));  // first-touch of the KV cache and scratch buffers
-  (void)warm;
+  // First touch of the KV cache and scratch buffers.
+  RETURN_IF_ERROR(run(1).status());
   // Rounds of one request alone, then `concurrency` at once: each round's two runs see the
   // machine in about the same state, so the ratio of their rates (the batching gain) is paired
   // even where the machine's speed drifts between rounds. Medians over the rounds.
   const int rounds = std::max(1, absl::GetFlag(FLAGS_repeats));
   std::vector<double> alone_ttft, alone_rate, batched_rate, batched_ttft, gain;
+  std::vector<double> alone_decode_rate, batched_decode_rate, decode_gain;
+  // Decode tokens/s: the tokens after each request's first, over the time from the last first
+  // token to the end (prefill excluded; the batch is whole from then on).
+  auto decode_rate = [&](int n, const Timing& t) {
+    return static_cast<double>(n) * (output_len - 1) / (t.total - t.last_ttft);
+  };
   for (int i = 0; i < rounds; ++i) {
-    ASSIGN_OR_RETURN(auto alone, run(1));
-    ASSIGN_OR_RETURN(auto batched, run(concurrency));
-    alone_ttft.push_back(alone.second);
-    alone_rate.push_back(output_len / alone.first);
-    batched_rate.push_back(static_cast<double>(concurrency) * output_len / batched.first);
-    batched_ttft.push_back(batched.second);
+    ASSIGN_OR_RETURN(const Timing alone, run(1));
+    ASSIGN_OR_RETURN(const Timing batched, run(concurrency));
+    alone_ttft.push_back(alone.mean_ttft);
+    alone_rate.push_back(output_len / alone.total);
+    batched_rate.push_back(static_cast<double>(concurrency) * output_len / batched.total);
+    batched_ttft.push_back(batched.mean_ttft);
     gain.push_back(batched_rate.back() / alone_rate.back());
+    if (output_len > 1) {
+      alone_decode_rate.push_back(decode_rate(1, alone));
+      batched_decode_rate.push_back(decode_rate(concurrency, batched));
+      decode_gain.push_back(batched_decode_rate.back() / alone_decode_rate.back());
+    }
   }
   serving->Shutdown();
   auto median = [](std::vector<double> v) {
@@ -182,6 +199,14 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
   out["batching_gain"] = median(gain);
   out["batching_gain_min"] = *std::min_element(gain.begin(), gain.end());
   out["batching_gain_max"] = *std::max_element(gain.begin(), gain.end());
+  if (!decode_gain.empty()) {
+    out["decode_tokens_per_s"] = median(batched_decode_rate);
+    out["single_request_decode_tokens_per_s"] = median(alone_decode_rate);
+    // Aggregate decode tokens/s of `concurrency` requests over one request's, per round.
+    out["decode_gain"] = median(decode_gain);
+    out["decode_gain_min"] = *std::min_element(decode_gain.begin(), decode_gain.end());
+    out["decode_gain_max"] = *std::max_element(decode_gain.begin(), decode_gain.end());
+  }
   std::cout << out.dump() << std::endl;
   return absl::OkStatus();
 }
