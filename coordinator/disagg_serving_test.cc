@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/testing/test_env.h"
 #include "coordinator/disagg_router.h"
 #include "coordinator/fake_leader.h"
 #include "coordinator/inference_service.h"
@@ -22,6 +23,7 @@
 #include "coordinator/request_dispatcher.h"
 #include "coordinator/request_metrics.h"
 #include "coordinator/request_router.h"
+#include "coordinator/test_generate_stream.h"
 #include "coordinator/test_model_frontend.h"
 #include "coordinator/test_plan.h"
 #include "gmock/gmock.h"
@@ -41,26 +43,6 @@ using Script = FakeLeader::Script;
 
 constexpr int kMaxModelLen = 8192;
 constexpr int kMaxInflight = 2;
-
-bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
-}
-
-struct StreamResult {
-  std::vector<v1::GenerateResponse> responses;
-  grpc::Status status;
-
-  std::string text() const {
-    std::string t;
-    for (const auto& r : responses) t += r.text();
-    return t;
-  }
-};
 
 // `n` prompt token ids from `first` (plain ids the tokenizer knows).
 v1::GenerateRequest IdsRequest(int n, int32_t first, int max_tokens = 8) {
@@ -125,7 +107,8 @@ class DisaggServingTest : public ::testing::Test {
     stub_ = v1::InferenceService::NewStub(
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
     for (size_t id = 0; id < leaders_.size(); ++id) {
-      ASSERT_TRUE(WaitUntil([&] { return monitor_->Latest(id).has_value(); })) << "group " << id;
+      ASSERT_TRUE(TestWaitUntil([&] { return monitor_->Latest(id).has_value(); }))
+          << "group " << id;
     }
   }
 
@@ -139,21 +122,10 @@ class DisaggServingTest : public ::testing::Test {
     return model_->tokenizer().Encode(text, /*add_special_tokens=*/false);
   }
 
-  StreamResult Run(const v1::GenerateRequest& request, grpc::ClientContext* context = nullptr) {
-    grpc::ClientContext own;
-    if (context == nullptr) {
-      context = &own;
-      context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    }
-    StreamResult result;
-    std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
-        stub_->Generate(context, request);
-    v1::GenerateResponse response;
-    while (reader->Read(&response)) result.responses.push_back(response);
-    result.status = reader->Finish();
-    return result;
+  GenerateStream Run(const v1::GenerateRequest& request, grpc::ClientContext* context = nullptr) {
+    return CollectGenerate(stub_.get(), request, context);
   }
-  std::thread RunAsync(v1::GenerateRequest request, StreamResult* result,
+  std::thread RunAsync(v1::GenerateRequest request, GenerateStream* result,
                        grpc::ClientContext* context) {
     return std::thread(
         [this, request = std::move(request), result, context] { *result = Run(request, context); });
@@ -203,7 +175,7 @@ TEST_F(DisaggServingTest, GenerateGoesToTheDecodeLeaderNamingThePrefillLeader) {
   const std::vector<int32_t> tokens = Encode(" one two three");
   leader(decode).SetScript({tokens, "length"});
 
-  StreamResult result = Run(IdsRequest(40, 1000, static_cast<int>(tokens.size())));
+  GenerateStream result = Run(IdsRequest(40, 1000, static_cast<int>(tokens.size())));
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   EXPECT_EQ(result.text(), " one two three");
   ASSERT_EQ(leader(decode).num_calls(), 1);
@@ -213,7 +185,7 @@ TEST_F(DisaggServingTest, GenerateGoesToTheDecodeLeaderNamingThePrefillLeader) {
   EXPECT_EQ(sent.remote_prefill().group_id(), p0);
   EXPECT_EQ(sent.remote_prefill().leader_address(), LeaderAddress(p0));
   EXPECT_EQ(leader(p0).num_calls(), 0) << "the coordinator never calls a prefill leader";
-  EXPECT_TRUE(WaitUntil([&] { return AllSlotsFree(); }));
+  EXPECT_TRUE(TestWaitUntil([&] { return AllSlotsFree(); }));
 
   // TTFT per prefill group, the rest per decode group.
   const std::string text = MetricsText();
@@ -253,13 +225,13 @@ TEST_F(DisaggServingTest, TheSamePromptGoesBackToItsPrefillGroup) {
   // A request held on p0 (no token yet) makes p1 the least loaded for prompt A.
   leader(decode).PushScript(Blocking());
   grpc::ClientContext held;
-  StreamResult held_result;
+  GenerateStream held_result;
   std::thread holder = RunAsync(IdsRequest(40, 9000), &held_result, &held);
   ASSERT_TRUE(leader(decode).WaitForCalls(1));
   ASSERT_TRUE(Run(IdsRequest(40, 100)).status.ok());  // prompt A
   held.TryCancel();
   holder.join();
-  ASSERT_TRUE(WaitUntil([&] { return AllSlotsFree(); }));
+  ASSERT_TRUE(TestWaitUntil([&] { return AllSlotsFree(); }));
 
   // Both prefill groups are idle now; least-loaded would take p0 (the lower id), affinity takes
   // p1, where A's blocks are cached. An unrelated prompt goes by load.
@@ -278,11 +250,11 @@ TEST_F(DisaggServingTest, AFailedPrefillIsRetriedOnAnotherPrefillGroup) {
   leader(decode).SetScript({Encode(" fine"), "length"});
   leader(decode).PushScript(Failing("rank 0 is unreachable", /*names_prefill_group=*/true));
 
-  StreamResult result = Run(IdsRequest(40, 100));
+  GenerateStream result = Run(IdsRequest(40, 100));
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   EXPECT_EQ(result.text(), " fine");
   EXPECT_EQ(PrefillGroupsSeenBy(decode), (std::vector<int32_t>{p0, p1}));
-  EXPECT_TRUE(WaitUntil([&] { return AllSlotsFree(); }));
+  EXPECT_TRUE(TestWaitUntil([&] { return AllSlotsFree(); }));
   const std::string text = MetricsText();
   EXPECT_THAT(text, HasSubstr("shardserve_request_retries_total{group=\"0\",pool=\"prefill\"} 1"));
   EXPECT_THAT(text, HasSubstr("shardserve_time_to_first_token_seconds_count{group=\"1\",pool="
@@ -300,7 +272,7 @@ TEST_F(DisaggServingTest, AFailedDecodeGroupIsRetriedOnAnotherDecodeGroup) {
   leader(d1).SetScript(Failing("rank 1 of the group died", /*names_prefill_group=*/false));
   leader(d2).SetScript({Encode(" fine"), "length"});
 
-  StreamResult result = Run(IdsRequest(40, 100));
+  GenerateStream result = Run(IdsRequest(40, 100));
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   EXPECT_EQ(PrefillGroupsSeenBy(d1), (std::vector<int32_t>{prefill}));
   EXPECT_EQ(PrefillGroupsSeenBy(d2), (std::vector<int32_t>{prefill}));
@@ -316,13 +288,13 @@ TEST_F(DisaggServingTest, NothingIsRetriedAfterAToken) {
   leader(decode).SetScript({Encode(" late"), "length"});
   leader(decode).PushScript(Failing("rank 1 died", false, Encode(" one")));
 
-  StreamResult result = Run(IdsRequest(40, 100));
+  GenerateStream result = Run(IdsRequest(40, 100));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(result.status.error_message(), HasSubstr("engine group 2 (decode pool"));
   EXPECT_THAT(result.status.error_message(), HasSubstr("rank 1 died"));
   EXPECT_EQ(result.text(), " one");
   EXPECT_EQ(leader(decode).num_calls(), 1);
-  EXPECT_TRUE(WaitUntil([&] { return AllSlotsFree(); }));
+  EXPECT_TRUE(TestWaitUntil([&] { return AllSlotsFree(); }));
 }
 
 TEST_F(DisaggServingTest, ARetryNeedsAnotherGroupAndHappensOnce) {
@@ -331,7 +303,7 @@ TEST_F(DisaggServingTest, ARetryNeedsAnotherGroupAndHappensOnce) {
   Start();
   leader(decode).SetScript(Failing("cannot connect", /*names_prefill_group=*/true));
   // One prefill group: nowhere else to prefill.
-  StreamResult result = Run(IdsRequest(40, 100));
+  GenerateStream result = Run(IdsRequest(40, 100));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(result.status.error_message(), HasSubstr("prefill group 0: cannot connect"));
   EXPECT_THAT(result.status.error_message(), HasSubstr("not retried"));
@@ -339,12 +311,12 @@ TEST_F(DisaggServingTest, ARetryNeedsAnotherGroupAndHappensOnce) {
 
   // Two prefill groups that both fail: one retry, then the second error.
   const int32_t p1 = AddGroup(v1::POOL_ROLE_PREFILL);
-  ASSERT_TRUE(WaitUntil([&] { return monitor_->Latest(p1).has_value(); }));
+  ASSERT_TRUE(TestWaitUntil([&] { return monitor_->Latest(p1).has_value(); }));
   result = Run(IdsRequest(40, 100));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(result.status.error_message(), HasSubstr("prefill group 2: cannot connect"));
   EXPECT_EQ(leader(decode).num_calls(), 3);
-  EXPECT_TRUE(WaitUntil([&] { return AllSlotsFree(); }));
+  EXPECT_TRUE(TestWaitUntil([&] { return AllSlotsFree(); }));
 }
 
 TEST_F(DisaggServingTest, ThePrefillSlotIsHeldUntilTheFirstToken) {
@@ -354,7 +326,7 @@ TEST_F(DisaggServingTest, ThePrefillSlotIsHeldUntilTheFirstToken) {
 
   leader(decode).SetScript(Blocking());  // prefilling: no token yet
   grpc::ClientContext waiting;
-  StreamResult waiting_result;
+  GenerateStream waiting_result;
   std::thread client = RunAsync(IdsRequest(40, 100), &waiting_result, &waiting);
   ASSERT_TRUE(leader(decode).WaitForCalls(1));
   EXPECT_EQ(router_->Inflight(prefill), 1);
@@ -362,18 +334,18 @@ TEST_F(DisaggServingTest, ThePrefillSlotIsHeldUntilTheFirstToken) {
   waiting.TryCancel();
   client.join();
   EXPECT_EQ(waiting_result.status.error_code(), grpc::StatusCode::CANCELLED);
-  ASSERT_TRUE(WaitUntil([&] { return AllSlotsFree(); }));
+  ASSERT_TRUE(TestWaitUntil([&] { return AllSlotsFree(); }));
 
   leader(decode).SetScript(Blocking(Encode(" first")));  // decoding after the first token
   grpc::ClientContext decoding;
-  StreamResult decoding_result;
+  GenerateStream decoding_result;
   client = RunAsync(IdsRequest(40, 100), &decoding_result, &decoding);
   ASSERT_TRUE(leader(decode).WaitForCalls(2));
-  EXPECT_TRUE(WaitUntil([&] { return router_->Inflight(prefill) == 0; }));
+  EXPECT_TRUE(TestWaitUntil([&] { return router_->Inflight(prefill) == 0; }));
   EXPECT_EQ(router_->Inflight(decode), 1);
   decoding.TryCancel();
   client.join();
-  EXPECT_TRUE(WaitUntil([&] { return AllSlotsFree(); }));
+  EXPECT_TRUE(TestWaitUntil([&] { return AllSlotsFree(); }));
 }
 
 TEST_F(DisaggServingTest, AFullPrefillGroupIsResourceExhausted) {
@@ -384,15 +356,15 @@ TEST_F(DisaggServingTest, AFullPrefillGroupIsResourceExhausted) {
   leader(d1).SetScript(Blocking());
   leader(d2).SetScript(Blocking());
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-  std::vector<StreamResult> results(kMaxInflight);
+  std::vector<GenerateStream> results(kMaxInflight);
   std::vector<std::thread> clients;
   for (int i = 0; i < kMaxInflight; ++i) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
     clients.push_back(RunAsync(IdsRequest(40, 100 * i), &results[i], contexts.back().get()));
     // One at a time, so each sees the slots the previous one holds.
-    ASSERT_TRUE(WaitUntil([&] { return leader(d1).num_calls() + leader(d2).num_calls() > i; }));
+    ASSERT_TRUE(TestWaitUntil([&] { return leader(d1).num_calls() + leader(d2).num_calls() > i; }));
   }
-  StreamResult refused = Run(IdsRequest(40, 7000));
+  GenerateStream refused = Run(IdsRequest(40, 7000));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(refused.status.error_message(), HasSubstr("prefill pool"));
   for (auto& c : contexts) c->TryCancel();
@@ -403,7 +375,7 @@ TEST_F(DisaggServingTest, PrefillGroupsAloneCannotServe) {
   AddGroup(v1::POOL_ROLE_PREFILL);
   AddGroup(v1::POOL_ROLE_PREFILL);
   Start();
-  StreamResult result = Run(IdsRequest(40, 100));
+  GenerateStream result = Run(IdsRequest(40, 100));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(result.status.error_message(), HasSubstr("no decode or both group"));
   grpc::ClientContext context;
@@ -428,7 +400,7 @@ TEST_F(DisaggServingTest, ClusterStatusShowsPrefillGroupsWithTheirLoads) {
   Start();
   leader(decode).SetScript(Blocking());
   grpc::ClientContext held;
-  StreamResult held_result;
+  GenerateStream held_result;
   std::thread client = RunAsync(IdsRequest(40, 100), &held_result, &held);
   ASSERT_TRUE(leader(decode).WaitForCalls(1));
 

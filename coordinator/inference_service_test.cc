@@ -24,6 +24,7 @@
 #include "coordinator/request_dispatcher.h"
 #include "coordinator/request_metrics.h"
 #include "coordinator/request_router.h"
+#include "coordinator/test_generate_stream.h"
 #include "coordinator/test_model_frontend.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -96,24 +97,6 @@ class PlanFixture {
   v1::GetPlanReply reply_ ABSL_GUARDED_BY(mu_);
 };
 
-struct StreamResult {
-  std::vector<v1::GenerateResponse> responses;
-  grpc::Status status;
-
-  std::string text() const {
-    std::string t;
-    for (const auto& r : responses) t += r.text();
-    return t;
-  }
-  std::vector<int32_t> tokens() const {
-    std::vector<int32_t> ids;
-    for (const auto& r : responses)
-      ids.insert(ids.end(), r.token_ids().begin(), r.token_ids().end());
-    return ids;
-  }
-  const v1::GenerateResponse& last() const { return responses.back(); }
-};
-
 class InferenceServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -179,23 +162,12 @@ class InferenceServiceTest : public ::testing::Test {
   }
 
   // Runs Generate to the end (10 s deadline unless `context` sets another).
-  StreamResult Run(const v1::GenerateRequest& request, grpc::ClientContext* context = nullptr) {
-    grpc::ClientContext own;
-    if (context == nullptr) {
-      context = &own;
-      context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    }
-    StreamResult result;
-    std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
-        stub_->Generate(context, request);
-    v1::GenerateResponse response;
-    while (reader->Read(&response)) result.responses.push_back(response);
-    result.status = reader->Finish();
-    return result;
+  GenerateStream Run(const v1::GenerateRequest& request, grpc::ClientContext* context = nullptr) {
+    return CollectGenerate(stub_.get(), request, context);
   }
 
   // Starts Generate on another thread; the result is ready once the thread is joined.
-  std::thread RunAsync(v1::GenerateRequest request, StreamResult* result,
+  std::thread RunAsync(v1::GenerateRequest request, GenerateStream* result,
                        grpc::ClientContext* context = nullptr) {
     return std::thread(
         [this, request = std::move(request), result, context] { *result = Run(request, context); });
@@ -265,7 +237,7 @@ TEST_F(InferenceServiceTest, StreamedTextIsTheDetokenizedTokens) {
   // Multi-byte characters that byte-level tokens split, and a special token that is skipped.
   const std::vector<int32_t> tokens = Encode(" héllo wörld, 你好 🙂 done<|im_start|> end");
   worker_.SetScript({tokens, "length"});
-  StreamResult result = Run(TextRequest("Say hi", static_cast<int>(tokens.size())));
+  GenerateStream result = Run(TextRequest("Say hi", static_cast<int>(tokens.size())));
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   EXPECT_EQ(result.tokens(), tokens);
   EXPECT_EQ(result.text(), Decode(tokens));
@@ -301,7 +273,7 @@ TEST_F(InferenceServiceTest, UsageAndLogprobsWithTokenStrings) {
   v1::GenerateRequest request = TextRequest("Hello there", 16);
   request.set_request_id("lp-1");
   request.mutable_params()->set_logprobs(2);
-  StreamResult result = Run(request);
+  GenerateStream result = Run(request);
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   EXPECT_EQ(worker_.last_request().logprobs(), 2);
   int n = 0;
@@ -330,7 +302,7 @@ TEST_F(InferenceServiceTest, StopStringCancelsTheGroupAndCutsTheText) {
   worker_.SetScript(script);
   v1::GenerateRequest request = TextRequest("Count", 100);
   request.mutable_params()->add_stop("four");
-  StreamResult result = Run(request);
+  GenerateStream result = Run(request);
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   EXPECT_EQ(result.text(), " one two three ");
   EXPECT_EQ(result.last().finish_reason(), "stop");
@@ -345,7 +317,7 @@ TEST_F(InferenceServiceTest, EosFinishesWithoutItsText) {
   std::vector<int32_t> tokens = Encode(" Hi!");
   tokens.push_back(tokenizer().TokenId("<|im_end|>"));
   worker_.SetScript({tokens, "stop"});
-  StreamResult result = Run(TextRequest("Greet", 16));
+  GenerateStream result = Run(TextRequest("Greet", 16));
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   EXPECT_EQ(result.text(), " Hi!");
   EXPECT_EQ(result.last().finish_reason(), "stop");
@@ -359,7 +331,7 @@ TEST_F(InferenceServiceTest, ChatInputIsRenderedWithTheTemplate) {
   v1::ChatMessage* m = request.mutable_chat()->add_messages();
   m->set_role("user");
   m->set_content("What is 2+2?");
-  StreamResult result = Run(request);
+  GenerateStream result = Run(request);
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
   const std::string prompt =
       "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
@@ -374,7 +346,7 @@ TEST_F(InferenceServiceTest, ClientCancellationReachesAQueuedRequestOnTheGroup) 
   script.block = true;  // queued: no token ever comes
   worker_.SetScript(script);
   grpc::ClientContext context;
-  StreamResult result;
+  GenerateStream result;
   std::thread client = RunAsync(TextRequest("wait"), &result, &context);
   ASSERT_TRUE(worker_.WaitForCalls(1));
   const absl::Time cancelled = absl::Now();
@@ -400,7 +372,7 @@ TEST_F(InferenceServiceTest, AbortEndsTheStreamWithFinishReasonAbort) {
   worker_.SetScript(script);
   v1::GenerateRequest request = TextRequest("go", 64);
   request.set_request_id("to-abort");
-  StreamResult result;
+  GenerateStream result;
   std::thread client = RunAsync(request, &result);
   ASSERT_TRUE(worker_.WaitForCalls(1));
   // Abort only once the relay is registered and streaming.
@@ -436,10 +408,10 @@ TEST_F(InferenceServiceTest, DuplicateRunningRequestIdIsRefused) {
   v1::GenerateRequest request = TextRequest("one");
   request.set_request_id("same");
   grpc::ClientContext first_context;
-  StreamResult first;
+  GenerateStream first;
   std::thread client = RunAsync(request, &first, &first_context);
   ASSERT_TRUE(worker_.WaitForCalls(1));
-  StreamResult second = Run(request);
+  GenerateStream second = Run(request);
   EXPECT_EQ(second.status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_THAT(second.status.error_message(), HasSubstr("same"));
   first_context.TryCancel();
@@ -449,7 +421,7 @@ TEST_F(InferenceServiceTest, DuplicateRunningRequestIdIsRefused) {
 TEST_F(InferenceServiceTest, OversizedPromptIsRefusedWithBothNumbers) {
   v1::GenerateRequest request;
   request.mutable_token_ids()->mutable_ids()->Resize(9000, 100);
-  StreamResult result = Run(request);
+  GenerateStream result = Run(request);
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(result.status.error_message(),
             "prompt of 9000 tokens plus max_tokens 16 exceeds the context window of 8192 tokens");
@@ -498,7 +470,7 @@ TEST_F(InferenceServiceTest, BadParametersAndInputsAreInvalidArgument) {
       [](v1::GenerateRequest* r) { r->mutable_token_ids()->add_ids(-1); });
   add("empty chat", "no messages", [](v1::GenerateRequest* r) { r->mutable_chat(); });
   for (const Case& c : cases) {
-    StreamResult result = Run(c.request);
+    GenerateStream result = Run(c.request);
     EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
     EXPECT_THAT(result.status.error_message(), HasSubstr(c.message)) << c.name;
   }
@@ -508,7 +480,7 @@ TEST_F(InferenceServiceTest, BadParametersAndInputsAreInvalidArgument) {
 TEST_F(InferenceServiceTest, UnknownModelIsNotFoundNamingTheServedModel) {
   v1::GenerateRequest request = TextRequest("Hello");
   request.set_model("llama-70b");
-  StreamResult result = Run(request);
+  GenerateStream result = Run(request);
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(result.status.error_message(), HasSubstr("llama-70b"));
   EXPECT_THAT(result.status.error_message(), HasSubstr(kServedName));
@@ -523,7 +495,7 @@ TEST_F(InferenceServiceTest, AllGroupsFullIsResourceExhaustedAtOnce) {
   script.block = true;
   worker_.SetScript(script);
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-  std::vector<StreamResult> results(kMaxInflight);
+  std::vector<GenerateStream> results(kMaxInflight);
   std::vector<std::thread> clients;
   for (int i = 0; i < kMaxInflight; ++i) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
@@ -531,7 +503,7 @@ TEST_F(InferenceServiceTest, AllGroupsFullIsResourceExhaustedAtOnce) {
   }
   ASSERT_TRUE(worker_.WaitForCalls(kMaxInflight));
   const absl::Time start = absl::Now();
-  StreamResult refused = Run(TextRequest("one more"));
+  GenerateStream refused = Run(TextRequest("one more"));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   for (auto& c : contexts) c->TryCancel();
@@ -540,7 +512,7 @@ TEST_F(InferenceServiceTest, AllGroupsFullIsResourceExhaustedAtOnce) {
 
 TEST_F(InferenceServiceTest, NoReadyGroupIsUnavailable) {
   plan_->SetReady(false);
-  StreamResult result = Run(TextRequest("Hello"));
+  GenerateStream result = Run(TextRequest("Hello"));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(result.status.error_message(), HasSubstr("no engine group is ready; 0 of 1"));
   EXPECT_EQ(worker_.num_calls(), 0);
@@ -548,7 +520,7 @@ TEST_F(InferenceServiceTest, NoReadyGroupIsUnavailable) {
 
 TEST_F(InferenceServiceTest, UnreachableLeaderIsUnavailable) {
   plan_->SetLeaderPort(1);
-  StreamResult result = Run(TextRequest("Hello"));
+  GenerateStream result = Run(TextRequest("Hello"));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(result.status.error_message(), HasSubstr("engine group 1"));
 }
@@ -560,7 +532,7 @@ TEST_F(InferenceServiceTest, DeadlineIsDeadlineExceededAndReachesTheGroup) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
   const absl::Time start = absl::Now();
-  StreamResult result = Run(TextRequest("slow"), &context);
+  GenerateStream result = Run(TextRequest("slow"), &context);
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
   // The group's call carried the deadline (or was cancelled by the watcher): it ends too.
@@ -578,7 +550,7 @@ TEST_F(InferenceServiceTest, GroupErrorsKeepTheirCode) {
     Script script{Encode(" a")};
     script.error = grpc::Status(code, message);
     worker_.SetScript(script);
-    StreamResult result = Run(TextRequest("Hello"));
+    GenerateStream result = Run(TextRequest("Hello"));
     EXPECT_EQ(result.status.error_code(), code) << message;
     EXPECT_THAT(result.status.error_message(), HasSubstr(message));
   }

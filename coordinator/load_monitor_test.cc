@@ -9,6 +9,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/testing/test_env.h"
 #include "coordinator/fake_leader.h"
 #include "coordinator/request_router.h"
 #include "coordinator/test_plan.h"
@@ -19,18 +20,6 @@ namespace shardserve {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kWait = absl::Seconds(10);
-
-// Polls `done` every millisecond until it holds; false after `timeout`.
-bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout = kWait) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
-}
 
 v1::GetLoadReply Load(int32_t free_blocks, int32_t running = 0) {
   v1::GetLoadReply load;
@@ -80,7 +69,7 @@ TEST_F(LoadMonitorTest, KeepsTheLatestLoadOfEveryReadyLeader) {
   leaders_[2]->SetLoad(Load(1));
   StartMonitor(Fast());
 
-  ASSERT_TRUE(WaitUntil([&] { return Sequence(0) > 0 && Sequence(1) > 0; }));
+  ASSERT_TRUE(TestWaitUntil([&] { return Sequence(0) > 0 && Sequence(1) > 0; }));
   const LoadMonitor::Report prefill = *monitor_->Latest(0);
   EXPECT_EQ(prefill.load.free_kv_blocks(), 900);
   EXPECT_EQ(prefill.load.running_requests(), 1);
@@ -94,15 +83,15 @@ TEST_F(LoadMonitorTest, KeepsTheLatestLoadOfEveryReadyLeader) {
   // A new load shows in a later report, from a later call.
   const LoadMonitor::Report before = *monitor_->Latest(1);
   leaders_[1]->SetLoad(Load(250, 5));
-  ASSERT_TRUE(WaitUntil([&] { return monitor_->Latest(1)->load.free_kv_blocks() == 250; }));
+  ASSERT_TRUE(TestWaitUntil([&] { return monitor_->Latest(1)->load.free_kv_blocks() == 250; }));
   EXPECT_GT(monitor_->Latest(1)->sequence, before.sequence);
   EXPECT_GE(monitor_->Latest(1)->received, before.received);
 
   // A group that stops being ready loses its report; one that becomes ready gets one.
   plan_.SetReady(1, false);
   plan_.SetReady(2, true);
-  EXPECT_TRUE(WaitUntil([&] { return !monitor_->Latest(1).has_value(); }));
-  EXPECT_TRUE(WaitUntil([&] { return Sequence(2) > 0; }));
+  EXPECT_TRUE(TestWaitUntil([&] { return !monitor_->Latest(1).has_value(); }));
+  EXPECT_TRUE(TestWaitUntil([&] { return Sequence(2) > 0; }));
   EXPECT_EQ(monitor_->Latest(2)->load.free_kv_blocks(), 1);
 }
 
@@ -118,7 +107,7 @@ TEST_F(LoadMonitorTest, AHungLeaderHoldsOneCallAndDelaysNoOtherGroup) {
   // Group 1 keeps being polled while group 0's call hangs.
   for (int round = 0; round < 3; ++round) {
     const uint64_t seen = Sequence(1);
-    ASSERT_TRUE(WaitUntil([&] { return Sequence(1) > seen; })) << "round " << round;
+    ASSERT_TRUE(TestWaitUntil([&] { return Sequence(1) > seen; })) << "round " << round;
   }
   EXPECT_GT(Sequence(1), first);
   EXPECT_EQ(leaders_[0]->num_load_calls(), 1) << "no second call while the first is out";
@@ -135,16 +124,16 @@ TEST_F(LoadMonitorTest, TheCallDeadlineBoundsAHungLeader) {
   leaders_[0]->SetGetLoadHangs(true);
   StartMonitor(Fast(/*call_timeout=*/absl::Milliseconds(50)));
 
-  ASSERT_TRUE(WaitUntil([&] { return !monitor_->LastError(0).empty(); }));
+  ASSERT_TRUE(TestWaitUntil([&] { return !monitor_->LastError(0).empty(); }));
   EXPECT_THAT(monitor_->LastError(0), HasSubstr("DEADLINE_EXCEEDED"));
   EXPECT_FALSE(monitor_->Latest(0).has_value());
   // After the deadline the group is polled again, and a leader that answers clears the error.
   ASSERT_TRUE(leaders_[0]->WaitForLoadCalls(2));
   leaders_[0]->SetLoad(Load(77));
   leaders_[0]->SetGetLoadHangs(false);
-  ASSERT_TRUE(WaitUntil([&] { return Sequence(0) > 0; }));
+  ASSERT_TRUE(TestWaitUntil([&] { return Sequence(0) > 0; }));
   EXPECT_EQ(monitor_->Latest(0)->load.free_kv_blocks(), 77);
-  EXPECT_TRUE(WaitUntil([&] { return monitor_->LastError(0).empty(); }));
+  EXPECT_TRUE(TestWaitUntil([&] { return monitor_->LastError(0).empty(); }));
 }
 
 }  // namespace

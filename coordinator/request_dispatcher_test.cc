@@ -10,6 +10,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/testing/test_env.h"
 #include "coordinator/disagg_router.h"
 #include "coordinator/fake_leader.h"
 #include "coordinator/load_monitor.h"
@@ -26,15 +27,6 @@ using ::testing::HasSubstr;
 
 constexpr int kMaxInflight = 4;
 constexpr int32_t kBlockSize = 16;
-
-bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
-}
 
 // `num_blocks` full blocks of token ids starting at `first`.
 std::vector<int32_t> Prompt(int num_blocks, int32_t first) {
@@ -77,7 +69,7 @@ class RequestDispatcherTest : public ::testing::Test {
         std::make_unique<RequestDispatcher>(router_.get(), disagg_.get(), monitor_.get(), options);
   }
   void WaitForReport(int32_t group_id, uint64_t newer_than = 0) {
-    ASSERT_TRUE(WaitUntil([&] {
+    ASSERT_TRUE(TestWaitUntil([&] {
       std::optional<LoadMonitor::Report> r = monitor_->Latest(group_id);
       return r.has_value() && r->sequence > newer_than;
     })) << "group "

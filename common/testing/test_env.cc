@@ -26,4 +26,13 @@ std::chrono::system_clock::time_point TestDeadline(absl::Duration d) {
   return absl::ToChronoTime(absl::Now() + d);
 }
 
+bool TestWaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time give_up = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= give_up) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
 }  // namespace shardserve

@@ -8,6 +8,7 @@
 #define SHARDSERVE_COMMON_TESTING_TEST_ENV_H_
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "absl/time/time.h"
@@ -27,6 +28,10 @@ std::string TestGgufPath();
 
 // The time point `d` from now, as gRPC's ClientContext::set_deadline takes it.
 std::chrono::system_clock::time_point TestDeadline(absl::Duration d);
+
+// Polls `done` every millisecond until it returns true (then true) or `timeout` has passed
+// (then false).
+bool TestWaitUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(10));
 
 }  // namespace shardserve
 
