@@ -24,7 +24,6 @@ biased away for llama.cpp).
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import threading
 import time
 import urllib.request
 
-from serve_process import ServeProcess, free_port
+from serve_process import ServeProcess, free_port, stop_process
 
 
 def offline(args, concurrency, input_len=None, output_len=None, repeats=1):
@@ -82,11 +81,7 @@ class LlamaServer:
         raise RuntimeError("llama_cpp.server did not start")
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def llama_prompts(args, n):
