@@ -61,7 +61,8 @@ EXPECTED_COORDINATOR_FLAGS = {
     "max_inflight_per_group"}
 EXPECTED_WORKER_FLAGS = {
     "coordinator", "pool", "device", "threads", "host", "service_port", "metrics_port",
-    "kv_cache_bytes", "max_num_seqs", "max_num_batched_tokens", "max_waiting", "group_timeout"}
+    "kv_cache_bytes", "kv_cache_dtype", "max_num_seqs", "max_num_batched_tokens", "max_waiting",
+    "group_timeout"}
 
 failures = []
 passed = 0

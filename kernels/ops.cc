@@ -35,10 +35,22 @@ absl::Status RequireF32Packed(const TensorView& t, const char* op, const char* n
   return absl::OkStatus();
 }
 
+absl::Status RequireKvCache(const KvLayerView& c, const char* op) {
+  if (c.dtype != DType::kF32 && c.dtype != DType::kF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": the KV cache must be F32 or F16, got ", DTypeName(c.dtype)));
+  }
+  if (c.k == nullptr || c.v == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": the KV cache has no memory"));
+  }
+  return absl::OkStatus();
+}
+
 cpu::PagedKvCache ToCpuCache(const KvLayerView& c) {
   cpu::PagedKvCache p;
   p.k = c.k;
   p.v = c.v;
+  p.type = c.dtype == DType::kF16 ? cpu::KvCacheType::kF16 : cpu::KvCacheType::kF32;
   p.num_blocks = c.num_blocks;
   p.block_size = static_cast<int>(c.block_size);
   p.num_kv_heads = static_cast<int>(c.num_kv_heads);
@@ -207,6 +219,7 @@ absl::Status WriteKv(const OpContext& ctx, const KvLayerView& cache,
                      absl::Span<const int64_t> slot_mapping, const TensorView& k,
                      const TensorView& v) {
   RETURN_IF_ERROR(RequireCpu(ctx, "WriteKv"));
+  RETURN_IF_ERROR(RequireKvCache(cache, "WriteKv"));
   RETURN_IF_ERROR(RequireF32Packed(k, "WriteKv", "k"));
   RETURN_IF_ERROR(RequireF32Packed(v, "WriteKv", "v"));
   const int64_t n = static_cast<int64_t>(slot_mapping.size());
@@ -230,6 +243,7 @@ absl::Status PagedAttention(const OpContext& ctx, const KvLayerView& cache,
                             const AttentionBatch& batch, const TensorView& q, float scale,
                             const TensorView& out) {
   RETURN_IF_ERROR(RequireCpu(ctx, "PagedAttention"));
+  RETURN_IF_ERROR(RequireKvCache(cache, "PagedAttention"));
   RETURN_IF_ERROR(RequireF32Packed(q, "PagedAttention", "q"));
   RETURN_IF_ERROR(RequireF32Packed(out, "PagedAttention", "out"));
   const int64_t num_seqs = batch.num_seqs();

@@ -45,14 +45,21 @@ struct RopeParams {
   int64_t original_max_position = 8192;
 };
 
-// One layer's paged KV cache: K and V are [num_blocks, block_size, num_kv_heads, head_dim] F32.
+// One layer's paged KV cache: K and V are [num_blocks, block_size, num_kv_heads, head_dim] of
+// `dtype`, F32 or F16 (IEEE half, llama.cpp's default cache type: half the bytes to store, move
+// and read per token; values are rounded to nearest even when written).
 struct KvLayerView {
-  float* k = nullptr;
-  float* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
+  DType dtype = DType::kF32;
   int64_t num_blocks = 0;
   int64_t block_size = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
+
+  int64_t elem_bytes() const { return dtype == DType::kF16 ? 2 : 4; }
+  // Bytes of one token's K (or V) row: all kv heads.
+  int64_t row_bytes() const { return num_kv_heads * head_dim * elem_bytes(); }
 };
 
 // Attention metadata of a batch in CSR form (FlashInfer's layout). Sequence s owns query rows

@@ -109,7 +109,8 @@ class DecoderHeadTest : public ::testing::TestWithParam<HeadCase> {
     const int32_t num_blocks = static_cast<int32_t>((n + block_size - 1) / block_size);
     std::vector<float> k_cache(num_blocks * block_size * kHeadDim);
     std::vector<float> v_cache(k_cache.size());
-    const KvLayerView kv = {k_cache.data(), v_cache.data(), num_blocks, block_size, 1, kHeadDim};
+    const KvLayerView kv = {k_cache.data(), v_cache.data(), DType::kF32, num_blocks, block_size, 1,
+                            kHeadDim};
     std::vector<int32_t> positions(n), rows(n), blocks(num_blocks);
     std::vector<int64_t> slots(n);
     for (int64_t i = 0; i < n; ++i) {

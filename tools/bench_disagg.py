@@ -41,7 +41,8 @@ def bench(args, address, num_prompts, rate, concurrency=0, slo=None, seed=1):
 
 def kv_bench(args, tokens):
     out = subprocess.run(
-        [args.kv_bench, f"--tokens={tokens}", "--iters=30"], check=True, capture_output=True,
+        [args.kv_bench, f"--tokens={tokens}", "--iters=30",
+         f"--kv_cache_dtype={args.kv_cache_dtype}"], check=True, capture_output=True,
         text=True).stdout
     m = re.search(r"ratio transport / raw \(medians\): ([0-9.]+)x", out)
     return out, float(m.group(1)) if m else None
@@ -61,6 +62,8 @@ def main():
     p.add_argument("--num_prompts", type=int, default=48)
     p.add_argument("--request_rate", type=float, default=1.0)
     p.add_argument("--slo_factor", type=float, default=3.0)
+    p.add_argument("--kv_cache_dtype", choices=("f16", "f32"), default="f16",
+                   help="every worker's KV cache dtype, and the transport benchmark's")
     args = p.parse_args()
 
     decode_groups = args.workers - args.prefill_groups
@@ -76,7 +79,8 @@ def main():
         flags, workers = layouts[name]
         serve = ServeProcess(args.shardserve, args.model,
                              [f"--threads={args.threads}",
-                              f"--max_num_batched_tokens={args.max_num_batched_tokens}"] + flags,
+                              f"--max_num_batched_tokens={args.max_num_batched_tokens}",
+                              f"--kv_cache_dtype={args.kv_cache_dtype}"] + flags,
                              metrics_port=free_port(), num_workers=workers)
         try:
             if slo is None:
@@ -116,7 +120,9 @@ def main():
               f"{per_prompt / 1e6:.2f} MB per prompt; mean window from the first layer sent to "
               f"the last confirmation {1000 * kv[1] / kv[2]:.0f} ms (it spans the prefill's "
               f"compute, which the sends overlap)")
-        tokens = max(1, round(per_prompt / (30 * 3 * 64 * 4 * 2)))
+        # SmolLM2's KV per token: 30 layers x 3 KV heads x 64 dims x (K, V) x element bytes.
+        elem_bytes = 2 if args.kv_cache_dtype == "f16" else 4
+        tokens = max(1, round(per_prompt / (30 * 3 * 64 * 2 * elem_bytes)))
         out, ratio = kv_bench(args, tokens)
         print(out.strip())
         if ratio is not None:

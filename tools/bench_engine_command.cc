@@ -21,6 +21,7 @@
 #include "tools/cli_flags.h"
 #include "worker/engine.h"
 #include "worker/group_engine.h"
+#include "worker/kv_cache.h"
 #include "worker/serving_engine.h"
 
 ABSL_FLAG(int32_t, prefill_tokens, 512, "bench-engine: prompt length for the prefill timing");
@@ -84,7 +85,8 @@ std::vector<int32_t> RandomPrompt(int64_t vocab_size, int32_t length, uint64_t s
 // Continuous batching in process: the ServingEngine over a one-rank group, `concurrency`
 // requests submitted at once (the offline reference for the served benchmark), and one request
 // alone for the zero-load time to first token.
-absl::Status BenchBatched(const WeightSource* weights, int threads, double load_seconds) {
+absl::Status BenchBatched(const WeightSource* weights, int threads, DType kv_cache_dtype,
+                          double load_seconds) {
   const int32_t concurrency = absl::GetFlag(FLAGS_concurrency);
   const int32_t input_len = absl::GetFlag(FLAGS_input_len);
   const int32_t output_len = absl::GetFlag(FLAGS_output_len);
@@ -93,6 +95,7 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
   EngineOptions options;
   options.num_threads = threads;
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  options.kv_cache_dtype = kv_cache_dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<GroupEngine> group,
                    GroupEngine::Create(weights, shard, GroupComms{}, options));
   ServingOptions serving_options;
@@ -186,6 +189,7 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
   nlohmann::json out;
   out["engine"] = "shardserve-offline-batched";
   out["threads"] = threads;
+  out["kv_cache_dtype"] = std::string(KvCacheDTypeName(kv_cache_dtype));
   out["load_seconds"] = load_seconds;
   out["concurrency"] = concurrency;
   out["input_len"] = input_len;
@@ -214,13 +218,15 @@ absl::Status BenchBatched(const WeightSource* weights, int threads, double load_
 absl::Status Bench() {
   const double t_start = Now();
   ASSIGN_OR_RETURN(const int threads, ThreadsFromFlags());
+  ASSIGN_OR_RETURN(const DType kv_cache_dtype, KvCacheDTypeFromFlags());
   ASSIGN_OR_RETURN(std::string path, ResolveModel(absl::GetFlag(FLAGS_model)));
   ASSIGN_OR_RETURN(ModelBundle model, LoadModelBundle(path));
   if (absl::GetFlag(FLAGS_concurrency) > 0) {
-    return BenchBatched(model.weights.get(), threads, Now() - t_start);
+    return BenchBatched(model.weights.get(), threads, kv_cache_dtype, Now() - t_start);
   }
   EngineOptions options;
   options.num_threads = threads;
+  options.kv_cache_dtype = kv_cache_dtype;
   options.max_num_batched_tokens = std::max(512, absl::GetFlag(FLAGS_prefill_tokens));
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(model.weights.get(), options));
   const double load_seconds = Now() - t_start;
@@ -266,6 +272,7 @@ absl::Status Bench() {
   nlohmann::json out;
   out["engine"] = "shardserve";
   out["threads"] = engine->num_threads();
+  out["kv_cache_dtype"] = std::string(KvCacheDTypeName(kv_cache_dtype));
   out["load_seconds"] = load_seconds;
   out["prefill_tokens"] = prefill_n;
   out["prefill_tokens_per_s"] = prefill_n / best_prefill;

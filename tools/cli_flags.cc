@@ -6,6 +6,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
+#include "worker/kv_cache.h"
 
 ABSL_FLAG(std::string, model, "smollm2",
           "a .gguf file, a Hugging Face checkpoint directory, or the name of a known model "
@@ -27,6 +28,9 @@ ABSL_FLAG(bool, ignore_eos, false, "keep generating past the end-of-sequence tok
 ABSL_FLAG(std::string, stop, "", "stop strings, separated by '|'");
 ABSL_FLAG(int32_t, logprobs, -1, "with --json: return this many top logprobs per token");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0 uses every CPU available to the process");
+ABSL_FLAG(std::string, kv_cache_dtype, "f16",
+          "KV cache element type: f16 (llama.cpp's default; half the memory and bandwidth per "
+          "token) or f32 (exact)");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},
           "token ids that end the output besides EOS, separated by ','");
@@ -74,6 +78,16 @@ absl::StatusOr<int> ThreadsFromFlags() {
   const absl::Status valid = ThreadPool::ValidateNumThreads(threads);
   if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("--threads ", valid.message()));
   return threads;
+}
+
+absl::StatusOr<DType> KvCacheDTypeFromFlags() {
+  const std::string name = absl::GetFlag(FLAGS_kv_cache_dtype);
+  absl::StatusOr<DType> dtype = ParseKvCacheDType(name);
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_cache_dtype must be f16 or f32, not '", name, "'"));
+  }
+  return dtype;
 }
 
 absl::Duration TimeoutOr(absl::Duration command_default) {

@@ -9,6 +9,7 @@
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kernels/dtype.h"
 #include "worker/sampling_params.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -29,6 +30,8 @@ ABSL_DECLARE_FLAG(bool, ignore_eos);
 ABSL_DECLARE_FLAG(std::string, stop);
 ABSL_DECLARE_FLAG(int32_t, logprobs);
 ABSL_DECLARE_FLAG(int32_t, threads);
+// run, bench-engine and serve (each worker's).
+ABSL_DECLARE_FLAG(std::string, kv_cache_dtype);
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(std::vector<std::string>, stop_token_ids);
 ABSL_DECLARE_FLAG(bool, include_stop_str_in_output);
@@ -44,6 +47,10 @@ absl::StatusOr<SamplingParams> SamplingParamsFromFlags();
 // --threads, validated (ThreadPool::ValidateNumThreads): 0 (every available CPU) or a count up to
 // ThreadPool::MaxThreads(); else InvalidArgument naming the flag.
 absl::StatusOr<int> ThreadsFromFlags();
+
+// --kv_cache_dtype, validated: f16 (the default) or f32; else InvalidArgument naming the flag and
+// the allowed values.
+absl::StatusOr<DType> KvCacheDTypeFromFlags();
 
 // --timeout when given (non-zero), else `command_default`: each command has its own sensible
 // bound (status waits seconds for one answer, generate minutes for a whole generation).

@@ -48,11 +48,13 @@ absl::Status Run() {
   if (prompt.empty()) return absl::InvalidArgumentError("--prompt is required");
   const bool json = absl::GetFlag(FLAGS_json);
   ASSIGN_OR_RETURN(const int threads, ThreadsFromFlags());
+  ASSIGN_OR_RETURN(const DType kv_cache_dtype, KvCacheDTypeFromFlags());
 
   ASSIGN_OR_RETURN(std::string path, ResolveModel(absl::GetFlag(FLAGS_model)));
   ASSIGN_OR_RETURN(ModelBundle model, LoadModelBundle(path));
   EngineOptions options;
   options.num_threads = threads;
+  options.kv_cache_dtype = kv_cache_dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(model.weights.get(), options));
   const double load_seconds = Now() - t_start;
 

@@ -23,6 +23,7 @@
 #include "tools/cli_flags.h"
 #include "tools/generate_command.h"
 #include "tools/local_cluster.h"
+#include "worker/kv_cache.h"
 
 // The layout, with shardserve-coordinator's names, defaults and meanings; passed to it as given.
 ABSL_FLAG(int32_t, groups, -1,
@@ -290,6 +291,16 @@ int Serve() {
     return 2;
   }
   options.threads_per_worker = *threads > 0 ? *threads : std::max(1, CpuCount() / num_workers);
+  // One dtype for every worker: a group's ranks derive their block count from it, and KV moves
+  // between prefill and decode groups only when both caches hold the same element type.
+  const absl::StatusOr<DType> kv_cache_dtype = KvCacheDTypeFromFlags();
+  if (!kv_cache_dtype.ok()) {
+    std::fprintf(stderr, "shardserve serve: %s\n",
+                 std::string(kv_cache_dtype.status().message()).c_str());
+    return 2;
+  }
+  options.worker_flags.push_back(
+      absl::StrCat("--kv_cache_dtype=", KvCacheDTypeName(*kv_cache_dtype)));
   options.worker_flags.push_back(
       absl::StrCat("--max_num_seqs=", absl::GetFlag(FLAGS_max_num_seqs)));
   options.worker_flags.push_back(

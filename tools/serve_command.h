@@ -4,8 +4,13 @@
 //
 //   shardserve serve --model=smollm2 [--groups=N | --prefill_groups=N --decode_groups=N]
 //       [--tp --pp --ep --moe_combine --prefill_tp ... as shardserve-coordinator takes them]
-//       [--port=7000] [--threads=N] [--kv_cache_bytes=N] [--metrics_port=P] [--log_dir=DIR]
-//       [--ready_timeout=300s] [--prompt=TEXT [--chat] [sampling flags]]   (one command line)
+//       [--port=7000] [--threads=N] [--kv_cache_bytes=N] [--kv_cache_dtype=f16|f32]
+//       [--metrics_port=P] [--log_dir=DIR] [--ready_timeout=300s]
+//       [--prompt=TEXT [--chat] [sampling flags]]   (one command line)
+//
+// Every worker gets the same --kv_cache_bytes and --kv_cache_dtype (f16 unless given): a group's
+// ranks must agree on both, and KV moves between prefill and decode groups only between caches
+// of one dtype.
 //
 // Once every group is ready it prints `ready: serving <model> on 127.0.0.1:PORT (N workers); logs
 // in DIR` (stdout; stderr with --prompt) and serves until SIGINT or SIGTERM, then stops every

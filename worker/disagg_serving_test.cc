@@ -36,7 +36,7 @@ EngineOptions Options() {
   EngineOptions o;
   o.num_threads = 1;
   o.block_size = 16;
-  o.kv_cache_bytes = int64_t{64} * 16 * 2 * 2 * 16 * 2 * 4;  // 64 blocks of the tiny model
+  o.kv_cache_bytes = int64_t{64} * 16 * 2 * 2 * 16 * 2 * 2;  // 64 blocks of the tiny model (F16)
   return o;
 }
 

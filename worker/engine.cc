@@ -45,6 +45,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const WeightSource* weigh
   shape.block_size = options.block_size;
   shape.num_kv_heads = c.num_kv_heads;
   shape.head_dim = c.head_dim;
+  shape.dtype = options.kv_cache_dtype;
   int64_t kv_bytes = options.kv_cache_bytes;
   if (kv_bytes == 0) {
     kv_bytes = std::min<int64_t>(

@@ -34,6 +34,12 @@ struct EngineOptions {
   // K and V of all layers. 0: room for one sequence of the model's whole context window, at most
   // 4 GiB (pages are only touched when used).
   int64_t kv_cache_bytes = 0;
+  // The KV cache's element type, kF16 or kF32. F16 is llama.cpp's default cache type: half the
+  // memory per token (twice the blocks for the same kv_cache_bytes) and half the bytes attention
+  // reads per step, for a rounding of K and V to 11 significant bits. F32 keeps K and V exact;
+  // the llama.cpp reference fixtures under tests/fixtures were made with an F32 cache, so the
+  // tests that compare with them ask for it.
+  DType kv_cache_dtype = DType::kF16;
   int64_t block_size = 16;               // tokens per KV block
   int64_t max_num_batched_tokens = 512;  // prefill chunk size (tokens per step)
 };
@@ -55,6 +61,8 @@ class Engine {
   const Decoder& decoder() const { return *decoder_; }
   int num_threads() const { return pool_->num_threads(); }
   int64_t max_context_tokens() const;
+  // Blocks in the KV cache: kv_cache_bytes over the bytes of a block in kv_cache_dtype.
+  int64_t num_kv_blocks() const { return kv_cache_->shape().num_blocks; }
 
   // Generates for one prompt: chunked prefill, then decode until params.max_tokens tokens or
   // until `on_token` (called after each token is sampled) returns false. The caller applies

@@ -106,9 +106,9 @@ TEST_F(EngineTest, RejectsBadInputWithClearErrors) {
 TEST_F(EngineTest, SmallKvCacheLimitsTheContextAndFreesBlocks) {
   EngineOptions small;
   small.block_size = 16;
-  // Room for exactly 4 blocks (64 tokens) of this model's KV.
+  // Room for exactly 4 blocks (64 tokens) of this model's KV in F16, the default.
   const ModelConfig& c = weights_->config();
-  small.kv_cache_bytes = 4 * 16 * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4;
+  small.kv_cache_bytes = 4 * 16 * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2;
   auto e = MakeEngine(small);
   EXPECT_EQ(e->max_context_tokens(), 64);
   auto too_long = e->Generate(Prompt(60), Greedy(10), KeepGoing());
@@ -118,6 +118,40 @@ TEST_F(EngineTest, SmallKvCacheLimitsTheContextAndFreesBlocks) {
     auto r = e->Generate(Prompt(40 + i), Greedy(20), KeepGoing());
     EXPECT_TRUE(r.ok()) << r.status();
   }
+}
+
+// kv_cache_bytes buys blocks at the cache dtype's size: an F16 cache has twice the blocks (and
+// twice the context) of an F32 cache of the same bytes. F16 is the default.
+TEST_F(EngineTest, F16CacheHoldsTwiceTheBlocksOfF32) {
+  EXPECT_EQ(EngineOptions{}.kv_cache_dtype, DType::kF16);
+  const ModelConfig& c = weights_->config();
+  EngineOptions f32;
+  f32.block_size = 16;
+  f32.kv_cache_dtype = DType::kF32;
+  // Room for exactly 3 blocks (48 tokens) of this model's KV in F32.
+  f32.kv_cache_bytes = 3 * 16 * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4;
+  EngineOptions f16 = f32;
+  f16.kv_cache_dtype = DType::kF16;
+  auto a = MakeEngine(f32);
+  auto b = MakeEngine(f16);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(a->num_kv_blocks(), 3);
+  EXPECT_EQ(b->num_kv_blocks(), 6);
+  EXPECT_EQ(a->max_context_tokens(), 48);
+  EXPECT_EQ(b->max_context_tokens(), 96);
+  // 60 + 10 tokens fit the F16 cache only.
+  EXPECT_EQ(a->Generate(Prompt(60), Greedy(10), KeepGoing()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(b->Generate(Prompt(60), Greedy(10), KeepGoing()).ok());
+}
+
+TEST_F(EngineTest, RejectsKvCacheDTypesOtherThanF16AndF32) {
+  EngineOptions bf16;
+  bf16.kv_cache_dtype = DType::kBF16;
+  auto e = Engine::Create(weights_.get(), bf16);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("bf16"), std::string::npos) << e.status();
 }
 
 }  // namespace

@@ -56,6 +56,7 @@ absl::StatusOr<std::unique_ptr<GroupEngine>> GroupEngine::Create(const WeightSou
   whole.num_kv_heads = c.num_kv_heads;
   whole.head_dim = c.head_dim;
   whole.block_size = options.block_size;
+  whole.dtype = options.kv_cache_dtype;
   int64_t kv_bytes = options.kv_cache_bytes;
   if (kv_bytes == 0) {
     kv_bytes = std::min<int64_t>(
@@ -72,6 +73,7 @@ absl::StatusOr<std::unique_ptr<GroupEngine>> GroupEngine::Create(const WeightSou
   shape.num_kv_heads = shard.kv_heads.size();
   shape.head_dim = c.head_dim;
   shape.block_size = options.block_size;
+  shape.dtype = options.kv_cache_dtype;
   shape.num_blocks = num_blocks;
   ASSIGN_OR_RETURN(e->kv_cache_, KvCache::Create(shape));
   if (e->is_leader()) {
@@ -236,7 +238,7 @@ absl::Status GroupEngine::SendLayer(const v1::StepKvWork& work, const StepPlan& 
       const int64_t heads = std::min(peer.kv_heads.end, shard_.kv_heads.end) -
                             std::max(peer.kv_heads.begin, shard_.kv_heads.begin);
       if (heads > 0) {
-        transfer.bytes += 2 * source.tokens.size() * heads * head_dim * int64_t{sizeof(float)};
+        transfer.bytes += 2 * source.tokens.size() * heads * head_dim * view.elem_bytes();
       }
     }
   }

@@ -89,7 +89,8 @@ class GroupEngine {
  public:
   // `options` has Engine's meanings and must be equal on every rank: kv_cache_bytes counts the
   // K and V of the whole replica (all ranks together), so every rank derives the same number of
-  // blocks from it and the model's config. REQUIRES: weights and comms outlive the engine.
+  // blocks from it, kv_cache_dtype and the model's config (a rank with another dtype would get
+  // another block count). REQUIRES: weights and comms outlive the engine.
   static absl::StatusOr<std::unique_ptr<GroupEngine>> Create(const WeightSource* weights,
                                                              const ShardSpec& shard,
                                                              const GroupComms& comms,

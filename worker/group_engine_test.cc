@@ -366,5 +366,34 @@ TEST_F(GroupEngineTest, FollowerDyingFailsTheRequestWithinTheTimeout) {
   }
 }
 
+// Every rank derives its block count from the whole replica's KV per token in the cache dtype:
+// with TP=2 each rank holds half the KV heads but the replica's number of blocks, twice as many
+// in F16 as in F32 for the same kv_cache_bytes.
+TEST_F(GroupEngineTest, F16CacheHoldsTwiceTheBlocksOfF32OnEveryRank) {
+  const ModelConfig& c = weights_->config();
+  const ParallelLayout layout{2, 1, 1};
+  auto control = LocalCommunicator::CreateGroup(2, absl::Seconds(10));
+  auto tp = LocalCommunicator::CreateGroup(2, absl::Seconds(10));
+  for (const DType dtype : {DType::kF32, DType::kF16}) {
+    EngineOptions options = Options();
+    options.kv_cache_dtype = dtype;
+    // Room for exactly 3 blocks of the whole replica's KV in F32.
+    options.kv_cache_bytes =
+        3 * options.block_size * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4;
+    for (int t = 0; t < layout.tp_size; ++t) {
+      auto shard = MakeShardSpec(c, layout, t, 0);
+      ASSERT_TRUE(shard.ok()) << shard.status();
+      GroupComms comms;
+      comms.control = control[t].get();
+      comms.decoder.tp = tp[t].get();
+      auto engine = GroupEngine::Create(weights_.get(), *shard, comms, options);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      EXPECT_EQ((*engine)->num_kv_blocks(), dtype == DType::kF16 ? 6 : 3) << DTypeName(dtype);
+      EXPECT_EQ((*engine)->kv_cache_shape().dtype, dtype);
+      EXPECT_EQ((*engine)->kv_cache_shape().num_kv_heads, shard->kv_heads.size());
+    }
+  }
+}
+
 }  // namespace
 }  // namespace shardserve

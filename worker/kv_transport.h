@@ -9,6 +9,10 @@
 // rank that computed it (KV heads are split, never replicated, over TP ranks; a row that arrives
 // twice fails the transfer).
 //
+// Rows move as the caches store them, F32 or F16 (KvLayerView::dtype), never converted: both
+// groups must run KV caches of one dtype, and a row of another dtype fails its transfer
+// (INVALID_ARGUMENT on both sides) without being written.
+//
 // Block ids differ on the two sides. The wire carries token positions, never block ids: each
 // decode rank maps position t to (block_ids[t / block_size], t % block_size) of its own
 // reservation, so no frame can name a block the reservation does not hold.
@@ -53,8 +57,9 @@ struct KvDestination {
   IndexRange layers;       // of the model's layers: this rank's pipeline stage
   IndexRange kv_heads;     // of the model's KV heads: this rank's tensor-parallel slice
   // One view per layer of `layers`, in order: K and V are
-  // [num_blocks, block_size, kv_heads.size(), head_dim] F32. The memory must stay live until the
-  // reservation ends (Wait or Cancel returns, or the receiver is destroyed).
+  // [num_blocks, block_size, kv_heads.size(), head_dim] of one dtype for all views, F32 or F16,
+  // which the senders' must equal. The memory must stay live until the reservation ends (Wait or
+  // Cancel returns, or the receiver is destroyed).
   std::vector<KvLayerView> layer_views;
 };
 
@@ -67,7 +72,7 @@ struct KvPeer {
 
 // One layer of a prefill rank's KV for a prompt.
 struct KvSource {
-  // K and V: [num_blocks, block_size, kv_heads.size(), head_dim] F32.
+  // K and V: [num_blocks, block_size, kv_heads.size(), head_dim] of view.dtype, F32 or F16.
   KvLayerView view;
   // The prompt's source blocks in token order (at least ceil(num_tokens / block_size)).
   absl::Span<const int32_t> block_ids;
@@ -101,7 +106,7 @@ class KvReceiver {
   // Blocks until the transfer ends and forgets it, whatever the outcome:
   //   OK once every (layer, K/V, head, token) row of the reservation has been written;
   //   the error a sender reported through Finish, or INVALID_ARGUMENT for a frame that does not
-  //   fit the reservation (it is never written);
+  //   fit the reservation, its dtype included (it is never written);
   //   UNAVAILABLE when a sender's connection drops, or stalls mid-frame, before it finished;
   //   DEADLINE_EXCEEDED when `timeout` passes first (the reservation is cancelled);
   //   NOT_FOUND when the id is not pending.

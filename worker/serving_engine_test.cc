@@ -34,13 +34,14 @@ SamplingParams Greedy(int max_tokens) {
   return p;
 }
 
-// KV bytes per token of the tiny models: 2 layers x 2 KV heads x 16 dims x (K, V) x 4 bytes.
-constexpr int64_t kTinyKvBytesPerToken = 2 * 2 * 16 * 2 * 4;
+// KV bytes per token of the tiny models: 2 layers x 2 KV heads x 16 dims x (K, V) x 2 bytes (F16).
+constexpr int64_t kTinyKvBytesPerToken = 2 * 2 * 16 * 2 * 2;
 
 EngineOptions Options(int64_t num_blocks) {
   EngineOptions o;
   o.num_threads = 1;
   o.block_size = 16;
+  o.kv_cache_dtype = DType::kF16;  // kTinyKvBytesPerToken's element size
   o.kv_cache_bytes = num_blocks * 16 * kTinyKvBytesPerToken;
   return o;
 }

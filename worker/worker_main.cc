@@ -22,6 +22,7 @@
 #include "common/thread_pool.h"
 #include "glog/logging.h"
 #include "prometheus/registry.h"
+#include "worker/kv_cache.h"
 #include "worker/worker_process.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7000", "HOST:PORT of the coordinator");
@@ -44,6 +45,9 @@ ABSL_FLAG(int32_t, service_port, 0,
 ABSL_FLAG(int64_t, kv_cache_bytes, 0,
           "K and V bytes of the whole model replica, split over the group's ranks; 0 sizes the "
           "cache for the model's whole context window");
+ABSL_FLAG(std::string, kv_cache_dtype, "f16",
+          "KV cache element type: f16 (llama.cpp's default: half the memory and bandwidth per "
+          "token) or f32 (exact); every worker of a cluster must use the same");
 
 ABSL_FLAG(int32_t, metrics_port, 0,
           "port of this worker's Prometheus /metrics endpoint; 0 serves none");
@@ -86,7 +90,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "shardserve-worker --coordinator=HOST:PORT --pool=prefill|decode|both --device=cpu "
       "[--threads=N] [--model=PATH_OR_NAME] [--host=ADDRESS] [--service_port=N] "
-      "[--metrics_port=N]");
+      "[--kv_cache_bytes=N] [--kv_cache_dtype=f16|f32] [--metrics_port=N]");
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -120,6 +124,15 @@ int main(int argc, char** argv) {
   options.kv_transfer_timeout = absl::GetFlag(FLAGS_kv_transfer_timeout);
   options.service_port = absl::GetFlag(FLAGS_service_port);
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  if (absl::StatusOr<shardserve::DType> dtype =
+          shardserve::ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype));
+      dtype.ok()) {
+    options.kv_cache_dtype = *dtype;
+  } else {
+    std::fprintf(stderr, "shardserve-worker: --kv_cache_dtype must be f16 or f32, not '%s'\n",
+                 absl::GetFlag(FLAGS_kv_cache_dtype).c_str());
+    return 2;
+  }
   options.serving.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   options.serving.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   options.serving.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);

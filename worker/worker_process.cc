@@ -311,6 +311,7 @@ absl::Status WorkerProcess::JoinGroup(const v1::GetAssignmentReply& reply) {
   EngineOptions engine_options;
   engine_options.num_threads = options_.num_threads;
   engine_options.kv_cache_bytes = options_.kv_cache_bytes;
+  engine_options.kv_cache_dtype = options_.kv_cache_dtype;
   ASSIGN_OR_RETURN(engine_, GroupEngine::Create(weights_.get(), spec, comms, engine_options));
   return absl::OkStatus();
 }

@@ -48,6 +48,7 @@
 #include "grpcpp/channel.h"
 #include "grpcpp/server.h"
 #include "kernels/communicator.h"
+#include "kernels/dtype.h"
 #include "model/weight_source.h"
 #include "prometheus/registry.h"
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
@@ -83,6 +84,10 @@ struct WorkerOptions {
   int service_port = 0;
   // K and V bytes of the whole replica (see GroupEngine); 0: the model's whole context.
   int64_t kv_cache_bytes = 0;
+  // The KV cache's element type (EngineOptions::kv_cache_dtype): kF16 or kF32. Every worker of a
+  // cluster must use the same one (a group's ranks derive their block count from it, and a KV
+  // transfer between groups of different dtypes fails).
+  DType kv_cache_dtype = DType::kF16;
   // The leader's continuous batching (scheduler limits, idle ping interval).
   ServingOptions serving;
   // Where a leader registers its engine metrics (labelled by pool and group); not owned, may be

@@ -4,9 +4,11 @@
 // paged_attention.h.
 //
 // Keys and values are addressed through row pointers because a chunk of the paged KV cache is
-// scattered over blocks; each pointer addresses head_dim contiguous floats.
+// scattered over blocks; each pointer addresses head_dim contiguous floats (or halves).
 #ifndef SHARDSERVE_KERNELS_CPU_ATTENTION_TILE_H_
 #define SHARDSERVE_KERNELS_CPU_ATTENTION_TILE_H_
+
+#include <cstdint>
 
 #include "kernels/cpu/cpu_features.h"
 
@@ -23,6 +25,12 @@ struct AttentionTileKernels {
   // o_i = o + i * head_dim.
   void (*pv)(const float* p, int ld_p, int m, const float* const* v_rows, int n, int head_dim,
              float* o);
+  // qk and pv over an F16 cache: rows of IEEE half bit patterns, each element converted to float
+  // exactly, so the results are the same bits as qk and pv on the converted rows.
+  void (*qk_f16)(const float* q, int m, int head_dim, const uint16_t* const* k_rows, int n,
+                 float* s, int ld_s);
+  void (*pv_f16)(const float* p, int ld_p, int m, const uint16_t* const* v_rows, int n,
+                 int head_dim, float* o);
   // One online-softmax step (flash attention) on a row of n scores: with
   // m = max(*row_max, s[0..n)), sets s[j] = exp(s[j] - m), *row_sum = *row_sum * alpha +
   // sum_j s[j], *row_max = m, and returns alpha = exp(old *row_max - m), the factor by which the
@@ -30,6 +38,9 @@ struct AttentionTileKernels {
   // far is -inf, s becomes 0 and the row state is unchanged (alpha 1). Probabilities may be
   // flushed to 0 below FLT_MIN.
   float (*softmax_step)(float* s, int n, float* row_max, float* row_sum);
+  // dst[i] = src[i] as an IEEE half, rounded to nearest even (overflow to inf, NaN kept NaN):
+  // how keys and values enter an F16 cache.
+  void (*to_f16)(const float* src, int n, uint16_t* dst);
 };
 
 // The portable kernels.

@@ -3,6 +3,8 @@
 // AVX2 copies the linker could pick for callers elsewhere.
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "kernels/cpu/attention_tile.h"
 
 namespace shardserve::cpu {
@@ -23,13 +25,20 @@ inline float HorizontalSum(__m256 a) {
   return _mm_cvtss_f32(x);
 }
 
+// Eight consecutive elements of a cached row as floats: F32 rows as they are, F16 rows
+// converted exactly (vcvtph2ps), so both types run the same arithmetic on the same values.
+inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 Load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 // R query rows against C keys: R * C independent accumulator chains hide the FMA latency, and
 // each loaded key vector is used R times.
 // NOTES: the `#pragma GCC unroll` lines are what keep acc[][] in registers: without them GCC
 // unrolls these loops only after scalar replacement and stores every accumulator to the stack
 // on each iteration, which halves the speed.
-template <int R, int C>
-inline void QkBlock(const float* q, int head_dim, const float* const* k_rows, float* s, int ld_s) {
+template <int R, int C, class T>
+inline void QkBlock(const float* q, int head_dim, const T* const* k_rows, float* s, int ld_s) {
   __m256 acc[R][C];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
@@ -39,7 +48,7 @@ inline void QkBlock(const float* q, int head_dim, const float* const* k_rows, fl
   for (int d = 0; d < head_dim; d += 8) {
     __m256 kv[C];
 #pragma GCC unroll 16
-    for (int c = 0; c < C; ++c) kv[c] = _mm256_loadu_ps(k_rows[c] + d);
+    for (int c = 0; c < C; ++c) kv[c] = Load8(k_rows[c] + d);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m256 qv = _mm256_loadu_ps(q + r * head_dim + d);
@@ -71,14 +80,15 @@ inline void QkBlock(const float* q, int head_dim, const float* const* k_rows, fl
   }
 }
 
-template <int R, int C>
-void QkRows(const float* q, int head_dim, const float* const* k_rows, int n, float* s, int ld_s) {
+template <int R, int C, class T>
+void QkRows(const float* q, int head_dim, const T* const* k_rows, int n, float* s, int ld_s) {
   int j = 0;
   for (; j + C <= n; j += C) QkBlock<R, C>(q, head_dim, k_rows + j, s + j, ld_s);
   for (; j < n; ++j) QkBlock<R, 1>(q, head_dim, k_rows + j, s + j, ld_s);
 }
 
-void QkAvx2(const float* q, int m, int head_dim, const float* const* k_rows, int n, float* s,
+template <class T>
+void QkAvx2(const float* q, int m, int head_dim, const T* const* k_rows, int n, float* s,
             int ld_s) {
   // Three rows by four keys measured fastest: twelve accumulators, and the horizontal sums
   // amortised over four keys.
@@ -96,9 +106,9 @@ void QkAvx2(const float* q, int m, int head_dim, const float* const* k_rows, int
 }
 
 // R output rows times W vectors of 8 dimensions, accumulated over all n keys.
-template <int R, int W>
-inline void PvBlock(const float* p, int ld_p, const float* const* v_rows, int n, int head_dim,
-                    int d0, float* o) {
+template <int R, int W, class T>
+inline void PvBlock(const float* p, int ld_p, const T* const* v_rows, int n, int head_dim, int d0,
+                    float* o) {
   __m256 acc[R][W];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
@@ -108,7 +118,7 @@ inline void PvBlock(const float* p, int ld_p, const float* const* v_rows, int n,
   for (int j = 0; j < n; ++j) {
     __m256 vv[W];
 #pragma GCC unroll 16
-    for (int w = 0; w < W; ++w) vv[w] = _mm256_loadu_ps(v_rows[j] + d0 + 8 * w);
+    for (int w = 0; w < W; ++w) vv[w] = Load8(v_rows[j] + d0 + 8 * w);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m256 pb = _mm256_broadcast_ss(p + r * ld_p + j);
@@ -123,14 +133,15 @@ inline void PvBlock(const float* p, int ld_p, const float* const* v_rows, int n,
   }
 }
 
-template <int R, int W>
-void PvRows(const float* p, int ld_p, const float* const* v_rows, int n, int head_dim, float* o) {
+template <int R, int W, class T>
+void PvRows(const float* p, int ld_p, const T* const* v_rows, int n, int head_dim, float* o) {
   int d0 = 0;
   for (; d0 + 8 * W <= head_dim; d0 += 8 * W) PvBlock<R, W>(p, ld_p, v_rows, n, head_dim, d0, o);
   for (; d0 < head_dim; d0 += 8) PvBlock<R, 1>(p, ld_p, v_rows, n, head_dim, d0, o);
 }
 
-void PvAvx2(const float* p, int ld_p, int m, const float* const* v_rows, int n, int head_dim,
+template <class T>
+void PvAvx2(const float* p, int ld_p, int m, const T* const* v_rows, int n, int head_dim,
             float* o) {
   int i = 0;
   for (; i + 4 <= m; i += 4) {
@@ -215,10 +226,28 @@ float SoftmaxStepAvx2(float* s, int n, float* row_max, float* row_sum) {
   return alpha;
 }
 
+void ToF16Avx2(const float* src, int n, uint16_t* dst) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  if (i < n) {
+    alignas(32) float in[8] = {};
+    alignas(16) uint16_t out[8];
+    for (int j = 0; j < n - i; ++j) in[j] = src[i + j];
+    _mm_store_si128(reinterpret_cast<__m128i*>(out),
+                    _mm256_cvtps_ph(_mm256_load_ps(in), _MM_FROUND_TO_NEAREST_INT));
+    for (int j = 0; j < n - i; ++j) dst[i + j] = out[j];
+  }
+}
+
 }  // namespace
 
 const AttentionTileKernels& AttentionTileAvx2() {
-  static const AttentionTileKernels kernels = {Isa::kAvx2, 8, QkAvx2, PvAvx2, SoftmaxStepAvx2};
+  static const AttentionTileKernels kernels = {
+      Isa::kAvx2,      8,        QkAvx2<float>, PvAvx2<float>, QkAvx2<uint16_t>, PvAvx2<uint16_t>,
+      SoftmaxStepAvx2, ToF16Avx2};
   return kernels;
 }
 

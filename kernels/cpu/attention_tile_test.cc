@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "common/fp16.h"
 #include "gtest/gtest.h"
 
 namespace shardserve::cpu {
@@ -121,6 +122,81 @@ TEST(AttentionTileTest, SoftmaxStep) {
     EXPECT_EQ(row_sum, 0.0f);
     for (float x : s) EXPECT_EQ(x, 0.0f);
   }
+}
+
+// Random values as halves, and the same values as floats.
+struct HalfRows {
+  std::vector<uint16_t> h;
+  std::vector<float> f;
+};
+
+HalfRows RandomHalves(size_t n, uint32_t seed) {
+  HalfRows r;
+  for (float x : Random(n, seed)) {
+    r.h.push_back(FloatToFp16(4.0f * x));
+    r.f.push_back(Fp16ToFloat(r.h.back()));
+  }
+  return r;
+}
+
+TEST(AttentionTileTest, F16KernelsEqualF32KernelsOnTheConvertedRows) {
+  for (const AttentionTileKernels* kern : Implementations()) {
+    for (int head_dim : {8, 64, 128}) {
+      for (int m : {1, 2, 3, 4, 5, 12}) {
+        for (int n : {1, 3, 8, 13, 64}) {
+          const int ld = 64;
+          const auto q = Random(m * head_dim, m * 31 + n);
+          const HalfRows k = RandomHalves(n * head_dim * 2, n + 3);
+          std::vector<const uint16_t*> rows16(n);
+          std::vector<const float*> rows32(n);
+          for (int j = 0; j < n; ++j) {
+            rows16[j] = k.h.data() + (n - 1 - j) * 2 * head_dim;
+            rows32[j] = k.f.data() + (n - 1 - j) * 2 * head_dim;
+          }
+          std::vector<float> s16(m * ld, 0.0f), s32(m * ld, 0.0f);
+          kern->qk_f16(q.data(), m, head_dim, rows16.data(), n, s16.data(), ld);
+          kern->qk(q.data(), m, head_dim, rows32.data(), n, s32.data(), ld);
+          ASSERT_EQ(s16, s32) << IsaName(kern->isa) << " qk d=" << head_dim << " m=" << m
+                              << " n=" << n;
+
+          // Probabilities with some exact zeros, as masked keys have.
+          auto p = Random(m * ld, m + 5 * n);
+          for (size_t i = 0; i < p.size(); i += 3) p[i] = 0.0f;
+          auto o16 = Random(m * head_dim, 99), o32 = o16;
+          kern->pv_f16(p.data(), ld, m, rows16.data(), n, head_dim, o16.data());
+          kern->pv(p.data(), ld, m, rows32.data(), n, head_dim, o32.data());
+          ASSERT_EQ(o16, o32) << IsaName(kern->isa) << " pv d=" << head_dim << " m=" << m
+                              << " n=" << n;
+        }
+      }
+    }
+  }
+}
+
+TEST(AttentionTileTest, ToF16RoundsToNearestEven) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {0.0f,    -0.0f,  1.0f,  -2.5f, 65504.0f, 65520.0f,       -1e9f,
+                          inf,     -inf,   6e-8f, 3e-8f, 1e-10f,   1.00048828125f, 1.00146484375f,
+                          2049.0f, 2051.0f};
+  for (float v : Random(1000, 7)) x.push_back(v * 300.0f);
+  for (float v : Random(1000, 8)) x.push_back(v * 1e-5f);
+  for (const AttentionTileKernels* kern : Implementations()) {
+    for (int n : {1, 7, 8, 9, static_cast<int>(x.size())}) {
+      std::vector<uint16_t> h(n);
+      kern->to_f16(x.data(), n, h.data());
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(h[i], FloatToFp16(x[i])) << IsaName(kern->isa) << " x=" << x[i];
+      }
+    }
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    uint16_t h;
+    kern->to_f16(&nan, 1, &h);
+    EXPECT_TRUE(std::isnan(Fp16ToFloat(h))) << IsaName(kern->isa);
+  }
+  // Ties go to the even neighbour: 1 + 2^-11 lies halfway between 1 and 1 + 2^-10.
+  EXPECT_EQ(FloatToFp16(1.00048828125f), FloatToFp16(1.0f));
+  EXPECT_EQ(Fp16ToFloat(FloatToFp16(2049.0f)), 2048.0f);
+  EXPECT_EQ(Fp16ToFloat(FloatToFp16(2051.0f)), 2052.0f);
 }
 
 }  // namespace

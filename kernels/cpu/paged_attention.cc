@@ -60,21 +60,87 @@ struct MergeGroup {
   int num_items;
 };
 
+// Cache lines to prefetch, kept as ranges: the rows of consecutive tokens of one block are
+// adjacent (all of an item's kv heads), so a chunk's lines make a few ranges rather than a
+// thousand entries.
+class LineQueue {
+ public:
+  void Clear() {
+    ranges_.clear();
+    num_lines_ = 0;
+    range_ = 0;
+    line_ = 0;
+  }
+  // Queues the lines of [p, p + bytes).
+  void Add(const char* p, int64_t bytes) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+    const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + bytes - 1) & ~uintptr_t{63};
+    if (!ranges_.empty() && first >= ranges_.back().first && first <= ranges_.back().last + 64) {
+      Range& r = ranges_.back();
+      if (last > r.last) {
+        num_lines_ += (last - r.last) / 64;
+        r.last = last;
+      }
+      return;
+    }
+    ranges_.push_back({first, last});
+    num_lines_ += (last - first) / 64 + 1;
+  }
+  int64_t num_lines() const { return num_lines_; }
+  // Prefetches the next `count` queued lines.
+  void Fetch(int64_t count) {
+    for (; count > 0 && range_ < ranges_.size(); --count) {
+      const uintptr_t a = ranges_[range_].first + 64 * line_;
+      __builtin_prefetch(reinterpret_cast<const char*>(a), 0, 3);
+      if (a == ranges_[range_].last) {
+        ++range_;
+        line_ = 0;
+      } else {
+        ++line_;
+      }
+    }
+  }
+
+ private:
+  struct Range {
+    uintptr_t first;  // first and last line addresses
+    uintptr_t last;
+  };
+  std::vector<Range> ranges_;
+  int64_t num_lines_ = 0;
+  size_t range_ = 0;  // the next line to fetch
+  int64_t line_ = 0;
+};
+
 struct Scratch {
   std::vector<float> q;              // [heads, rows, head_dim], pre-multiplied by the scale
   std::vector<float> o;              // [heads, rows, head_dim], unnormalised output
   std::vector<float> s;              // [heads, rows, kKvChunk] scores, then probabilities
   std::vector<float> row_max;        // [heads, rows]
   std::vector<float> row_sum;        // [heads, rows]
-  std::vector<int64_t> slot_offset;  // [kKvChunk] float offset of each key's cache row
+  std::vector<int64_t> slot_offset;  // [kKvChunk] element offset of each key's cache row
+  // Row pointers of the chunk, [heads, kKvChunk]: the F32 pair or the F16 pair is used.
   std::vector<const float*> k_rows;
   std::vector<const float*> v_rows;
-  std::vector<const char*> lines;  // to prefetch
+  std::vector<const uint16_t*> k_rows16;
+  std::vector<const uint16_t*> v_rows16;
+  LineQueue lines;  // to prefetch
 };
 
 Scratch& ThreadScratch() {
   static thread_local Scratch scratch;
   return scratch;
+}
+
+// The row pointers of one kv head for n cached tokens whose rows start at slot_offset[j]
+// elements.
+template <class T>
+void SetRows(const T* k, const T* v, const int64_t* slot_offset, int n, int64_t head_offset,
+             const T** k_rows, const T** v_rows) {
+  for (int j = 0; j < n; ++j) {
+    k_rows[j] = k + slot_offset[j] + head_offset;
+    v_rows[j] = v + slot_offset[j] + head_offset;
+  }
 }
 
 // Partial results of one kv head of an item: o [rows, head_dim], then row_max [rows], then
@@ -114,8 +180,8 @@ class Runner {
     return out_ +
            (static_cast<int64_t>(QoBegin(s) + token_in_seq) * p_.num_heads + head) * head_dim_;
   }
-  // Appends the cache lines of keys, then values, [c0, c0 + n) of an item's kv heads.
-  void CollectLines(const WorkItem& item, int c0, int n, std::vector<const char*>* lines) const;
+  // Queues the cache lines of keys, then values, [c0, c0 + n) of an item's kv heads.
+  void CollectLines(const WorkItem& item, int c0, int n, LineQueue* lines) const;
 
   const float* q_;
   const PagedKvCache& cache_;
@@ -237,21 +303,18 @@ void Runner::Execute(ThreadPool* pool) {
   }
 }
 
-void Runner::CollectLines(const WorkItem& item, int c0, int n,
-                          std::vector<const char*>* lines) const {
+void Runner::CollectLines(const WorkItem& item, int c0, int n, LineQueue* lines) const {
   const int32_t* blocks = p_.kv_indices + p_.kv_indptr[item.seq];
   const int block_size = cache_.block_size;
-  const int64_t span = static_cast<int64_t>(item.h_end - item.h_begin) * head_dim_;
-  for (const float* base : {cache_.k, cache_.v}) {
+  const int64_t elem = cache_.elem_bytes();
+  const int64_t span = static_cast<int64_t>(item.h_end - item.h_begin) * head_dim_ * elem;
+  for (const void* base : {cache_.k, cache_.v}) {
     for (int j = c0; j < c0 + n; ++j) {
       const int64_t slot =
           static_cast<int64_t>(blocks[j / block_size]) * block_size + j % block_size;
-      const float* p = base + (slot * cache_.num_kv_heads + item.h_begin) * head_dim_;
-      const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
-      const uintptr_t last = reinterpret_cast<uintptr_t>(p + span) - 1;
-      for (uintptr_t a = first; a <= last; a += 64) {
-        lines->push_back(reinterpret_cast<const char*>(a));
-      }
+      lines->Add(static_cast<const char*>(base) +
+                     (slot * cache_.num_kv_heads + item.h_begin) * head_dim_ * elem,
+                 span);
     }
   }
 }
@@ -271,8 +334,14 @@ void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched
   sc.row_max.assign(static_cast<size_t>(rows) * heads, kNegInf);
   sc.row_sum.assign(static_cast<size_t>(rows) * heads, 0.0f);
   sc.slot_offset.resize(kKvChunk);
-  sc.k_rows.resize(kKvChunk * heads);
-  sc.v_rows.resize(kKvChunk * heads);
+  const bool f16 = cache_.type == KvCacheType::kF16;
+  if (f16) {
+    sc.k_rows16.resize(kKvChunk * heads);
+    sc.v_rows16.resize(kKvChunk * heads);
+  } else {
+    sc.k_rows.resize(kKvChunk * heads);
+    sc.v_rows.resize(kKvChunk * heads);
+  }
   // One kv head: the keys of a token are a short slice of a longer row, so there is no run to
   // read, and fewer, longer kernel calls do better. Several: the interleaved, prefetched steps
   // described below.
@@ -281,9 +350,9 @@ void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched
 
   // The item's first keys and values, unless the previous item already asked for them.
   if (interleave && !prefetched) {
-    sc.lines.clear();
+    sc.lines.Clear();
     CollectLines(item, item.kv_begin, std::min(kKvChunk, item.kv_end - item.kv_begin), &sc.lines);
-    for (const char* line : sc.lines) __builtin_prefetch(line, 0, 3);
+    sc.lines.Fetch(sc.lines.num_lines());
   }
 
   // The query heads of one kv head are adjacent within a token, so each token contributes
@@ -324,11 +393,14 @@ void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched
     }
     for (int h = 0; h < heads; ++h) {
       const int64_t head_offset = static_cast<int64_t>(item.h_begin + h) * d_len;
-      const float** k_rows = sc.k_rows.data() + h * kKvChunk;
-      const float** v_rows = sc.v_rows.data() + h * kKvChunk;
-      for (int j = 0; j < n; ++j) {
-        k_rows[j] = cache_.k + sc.slot_offset[j] + head_offset;
-        v_rows[j] = cache_.v + sc.slot_offset[j] + head_offset;
+      if (f16) {
+        SetRows(static_cast<const uint16_t*>(cache_.k), static_cast<const uint16_t*>(cache_.v),
+                sc.slot_offset.data(), n, head_offset, sc.k_rows16.data() + h * kKvChunk,
+                sc.v_rows16.data() + h * kKvChunk);
+      } else {
+        SetRows(static_cast<const float*>(cache_.k), static_cast<const float*>(cache_.v),
+                sc.slot_offset.data(), n, head_offset, sc.k_rows.data() + h * kKvChunk,
+                sc.v_rows.data() + h * kKvChunk);
       }
     }
     // The lines of the next chunk (or of the next item's first), fetched a few at a time
@@ -336,7 +408,7 @@ void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched
     // buffers are full, and then nothing is in flight while it computes. Decode attention over
     // many sequences streams the whole cache once per step, so keeping the fetches flowing
     // while computing matters most for long contexts.
-    sc.lines.clear();
+    sc.lines.Clear();
     if (interleave) {
       if (c0 + n < item.kv_end) {
         CollectLines(item, c0 + n, std::min(kKvChunk, item.kv_end - c0 - n), &sc.lines);
@@ -346,12 +418,8 @@ void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched
       }
     }
     const int steps = 2 * heads * ((n + step_keys - 1) / step_keys);
-    const size_t per_step = (sc.lines.size() + steps - 1) / steps;
-    size_t next_line = 0;
-    auto fetch_some = [&] {
-      const size_t end = std::min(sc.lines.size(), next_line + per_step);
-      for (; next_line < end; ++next_line) __builtin_prefetch(sc.lines[next_line], 0, 3);
-    };
+    const int64_t per_step = (sc.lines.num_lines() + steps - 1) / steps;
+    auto fetch_some = [&] { sc.lines.Fetch(per_step); };
     const int r_lo = t_lo * group_;
     const int r_hi = t_hi * group_;
     // Scores, step_keys keys at a time for every head in turn, so that each cached token's keys
@@ -360,8 +428,15 @@ void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched
       const int nj = std::min(step_keys, n - j0);
       for (int h = 0; h < heads; ++h) {
         fetch_some();
-        kern_.qk(sc.q.data() + h * head_q + static_cast<size_t>(r_lo) * d_len, r_hi - r_lo, d_len,
-                 sc.k_rows.data() + h * kKvChunk + j0, nj, sc.s.data() + h * head_s + j0, kKvChunk);
+        const float* q_rows = sc.q.data() + h * head_q + static_cast<size_t>(r_lo) * d_len;
+        float* s_rows = sc.s.data() + h * head_s + j0;
+        if (f16) {
+          kern_.qk_f16(q_rows, r_hi - r_lo, d_len, sc.k_rows16.data() + h * kKvChunk + j0, nj,
+                       s_rows, kKvChunk);
+        } else {
+          kern_.qk(q_rows, r_hi - r_lo, d_len, sc.k_rows.data() + h * kKvChunk + j0, nj, s_rows,
+                   kKvChunk);
+        }
       }
     }
     for (int h = 0; h < heads; ++h) {
@@ -395,9 +470,15 @@ void Runner::RunItem(const WorkItem& item, const WorkItem* next, bool prefetched
       const int nj = std::min(step_keys, n - j0);
       for (int h = 0; h < heads; ++h) {
         fetch_some();
-        kern_.pv(sc.s.data() + h * head_s + j0, kKvChunk, r_hi - r_lo,
-                 sc.v_rows.data() + h * kKvChunk + j0, nj, d_len,
-                 sc.o.data() + h * head_q + static_cast<size_t>(r_lo) * d_len);
+        const float* p_rows = sc.s.data() + h * head_s + j0;
+        float* o_rows = sc.o.data() + h * head_q + static_cast<size_t>(r_lo) * d_len;
+        if (f16) {
+          kern_.pv_f16(p_rows, kKvChunk, r_hi - r_lo, sc.v_rows16.data() + h * kKvChunk + j0, nj,
+                       d_len, o_rows);
+        } else {
+          kern_.pv(p_rows, kKvChunk, r_hi - r_lo, sc.v_rows.data() + h * kKvChunk + j0, nj, d_len,
+                   o_rows);
+        }
       }
     }
   }
@@ -465,18 +546,27 @@ void Runner::Merge(const MergeGroup& mg) const {
 
 void WriteKv(const float* k, const float* v, const int64_t* slot_mapping, int64_t num_tokens,
              const PagedKvCache& cache, ThreadPool* pool) {
-  const int64_t row_floats = cache.row_floats();
+  const int64_t row = cache.row_elems();
   const int64_t num_slots = cache.num_blocks * cache.block_size;
+  const bool f16 = cache.type == KvCacheType::kF16;
+  const AttentionTileKernels& kern = GetAttentionTileKernels(cache.head_dim);
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t slot = slot_mapping[t];
       if (slot < 0) continue;
       CHECK_LT(slot, num_slots) << "token " << t;
-      std::memcpy(cache.k + slot * row_floats, k + t * row_floats, sizeof(float) * row_floats);
-      std::memcpy(cache.v + slot * row_floats, v + t * row_floats, sizeof(float) * row_floats);
+      if (f16) {
+        kern.to_f16(k + t * row, static_cast<int>(row),
+                    static_cast<uint16_t*>(cache.k) + slot * row);
+        kern.to_f16(v + t * row, static_cast<int>(row),
+                    static_cast<uint16_t*>(cache.v) + slot * row);
+      } else {
+        std::memcpy(static_cast<float*>(cache.k) + slot * row, k + t * row, sizeof(float) * row);
+        std::memcpy(static_cast<float*>(cache.v) + slot * row, v + t * row, sizeof(float) * row);
+      }
     }
   };
-  if (pool == nullptr || num_tokens * row_floats < (1 << 16)) {
+  if (pool == nullptr || num_tokens * row < (1 << 16)) {
     run(0, num_tokens);
   } else {
     pool->ParallelFor(num_tokens, 16, run);

@@ -1,6 +1,6 @@
 // Attention over a paged KV cache, for a batch mixing prefill chunks and decode steps.
 //
-// The KV cache of one layer is two float arrays K and V, each
+// The KV cache of one layer is two arrays K and V of floats or halves, each
 // [num_blocks, block_size, num_kv_heads, head_dim]; token slot `slot` of the cache is
 // block slot / block_size, row slot % block_size. A batch is described in CSR form, as in
 // FlashInfer:
@@ -31,19 +31,27 @@
 
 namespace shardserve::cpu {
 
+// How cached keys and values are stored: floats, or IEEE halves (rounded to nearest even when
+// written, converted back exactly when read).
+enum class KvCacheType { kF32, kF16 };
+
 // A view of one layer's paged KV cache; does not own the arrays.
 struct PagedKvCache {
-  float* k = nullptr;  // [num_blocks, block_size, num_kv_heads, head_dim]
-  float* v = nullptr;  // [num_blocks, block_size, num_kv_heads, head_dim]
+  void* k = nullptr;  // [num_blocks, block_size, num_kv_heads, head_dim] of `type`
+  void* v = nullptr;  // [num_blocks, block_size, num_kv_heads, head_dim] of `type`
   int64_t num_blocks = 0;
   int block_size = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  KvCacheType type = KvCacheType::kF32;
 
-  int64_t row_floats() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }
+  // Elements (and bytes) of one token's keys (or values), all kv heads.
+  int64_t row_elems() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }
+  int64_t elem_bytes() const { return type == KvCacheType::kF16 ? 2 : 4; }
 };
 
-// Scatters this step's keys and values into their cache slots.
+// Scatters this step's keys and values into their cache slots, rounding them to halves for an
+// F16 cache.
 // k, v:         [num_tokens, num_kv_heads, head_dim]
 // slot_mapping: [num_tokens]; slot = block_idx * block_size + offset. A negative slot skips
 //               the token (padding). REQUIRES: slots < num_blocks * block_size, and distinct.

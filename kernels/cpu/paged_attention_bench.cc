@@ -1,11 +1,12 @@
 // Times PagedAttention for SmolLM2-135M-shaped heads (9 query heads, 3 kv heads, head_dim 64):
-// decode (one query row) at two context lengths, and a 512-token prefill. Prints the median
-// wall time per call and, for one thread, the median CPU time of the calling thread, which is
-// the steadier number on a machine shared with other jobs. Then a whole decode step's attention
-// for 1 and 16 sequences: one call per layer over 30 layers' caches, which together exceed the
-// last-level cache as a serving step's do.
+// decode (one query row) at two context lengths, and a 512-token prefill (F32 cache). Prints the
+// median wall time per call and, for one thread, the median CPU time of the calling thread, which
+// is the steadier number on a machine shared with other jobs. Then a whole decode step's attention
+// for 1 and 16 sequences with F32 and F16 caches: one call per layer over 30 layers' caches,
+// which together exceed the last-level cache as a serving step's do.
 //
-//   bazel run //kernels/cpu:paged_attention_bench -- [num_threads]
+//   bazel run //kernels/cpu:paged_attention_bench -- [num_threads] [steps]
+// ("steps": only the whole-step timings).
 #include <time.h>
 
 #include <algorithm>
@@ -15,8 +16,10 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "common/fp16.h"
 #include "common/thread_pool.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/paged_attention.h"
@@ -107,24 +110,32 @@ void Report(const char* name, int qo_len, int kv_len, ThreadPool* pool) {
 // Median wall time of one decode step's attention: num_seqs sequences of kv_len cached tokens,
 // one query row each, over kNumLayers layers with separate caches. Blocks are interleaved over the
 // sequences, as sequences that grow in lockstep are handed them.
-double TimeDecodeStep(int num_seqs, int kv_len, ThreadPool* pool) {
+double TimeDecodeStep(int num_seqs, int kv_len, KvCacheType type, ThreadPool* pool) {
   constexpr int kNumLayers = 30;
   const int blocks_per_seq = (kv_len + kBlockSize - 1) / kBlockSize;
   const int num_blocks = blocks_per_seq * num_seqs;
   const int64_t row = kNumKvHeads * kHeadDim;
-  const int64_t cache_floats = static_cast<int64_t>(num_blocks) * kBlockSize * row;
+  const int64_t cache_elems = static_cast<int64_t>(num_blocks) * kBlockSize * row;
+  const bool f16 = type == KvCacheType::kF16;
   std::mt19937 gen(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   // Page-aligned, as the engine's KV cache is (worker/kv_cache.h).
-  const size_t bytes = (cache_floats * sizeof(float) + 4095) / 4096 * 4096;
-  std::unique_ptr<float, decltype(&std::free)> region(
-      static_cast<float*>(std::aligned_alloc(4096, bytes * 2 * kNumLayers)), &std::free);
-  std::vector<float*> k(kNumLayers), v(kNumLayers);
+  const size_t bytes = (cache_elems * (f16 ? 2 : 4) + 4095) / 4096 * 4096;
+  std::unique_ptr<char, decltype(&std::free)> region(
+      static_cast<char*>(std::aligned_alloc(4096, bytes * 2 * kNumLayers)), &std::free);
+  std::vector<void*> k(kNumLayers), v(kNumLayers);
   for (int l = 0; l < kNumLayers; ++l) {
-    k[l] = region.get() + (2 * l) * bytes / sizeof(float);
-    v[l] = region.get() + (2 * l + 1) * bytes / sizeof(float);
-    for (int64_t i = 0; i < cache_floats; ++i) k[l][i] = dist(gen);
-    for (int64_t i = 0; i < cache_floats; ++i) v[l][i] = dist(gen);
+    k[l] = region.get() + (2 * l) * bytes;
+    v[l] = region.get() + (2 * l + 1) * bytes;
+    for (void* p : {k[l], v[l]}) {
+      for (int64_t i = 0; i < cache_elems; ++i) {
+        if (f16) {
+          static_cast<uint16_t*>(p)[i] = FloatToFp16(dist(gen));
+        } else {
+          static_cast<float*>(p)[i] = dist(gen);
+        }
+      }
+    }
   }
   std::vector<float> q(static_cast<int64_t>(num_seqs) * kNumHeads * kHeadDim);
   for (float& x : q) x = dist(gen);
@@ -150,7 +161,7 @@ double TimeDecodeStep(int num_seqs, int kv_len, ThreadPool* pool) {
   for (int r = 0; r < 22; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int l = 0; l < kNumLayers; ++l) {
-      PagedKvCache cache{k[l], v[l], num_blocks, kBlockSize, kNumKvHeads, kHeadDim};
+      PagedKvCache cache{k[l], v[l], num_blocks, kBlockSize, kNumKvHeads, kHeadDim, type};
       PagedAttention(q.data(), cache, params, out.data(), pool);
     }
     const auto t1 = std::chrono::steady_clock::now();
@@ -159,11 +170,13 @@ double TimeDecodeStep(int num_seqs, int kv_len, ThreadPool* pool) {
   return Median(ms);
 }
 
-void ReportStep(int num_seqs, int kv_len, ThreadPool* pool) {
-  const double ms = TimeDecodeStep(num_seqs, kv_len, pool);
-  const double bytes = 30.0 * num_seqs * kv_len * 2 * kNumKvHeads * kHeadDim * sizeof(float);
-  std::printf("step     %2d seqs kv_len %5d threads %2d: wall %9.3f ms (KV %6.1f MB, %5.1f GB/s)\n",
-              num_seqs, kv_len, pool->num_threads(), ms, bytes / 1e6, bytes / (ms * 1e6));
+void ReportStep(int num_seqs, int kv_len, KvCacheType type, ThreadPool* pool) {
+  const double ms = TimeDecodeStep(num_seqs, kv_len, type, pool);
+  const int elem_bytes = type == KvCacheType::kF16 ? 2 : 4;
+  const double bytes = 30.0 * num_seqs * kv_len * 2 * kNumKvHeads * kHeadDim * elem_bytes;
+  std::printf("step %s %2d seqs kv_len %5d threads %2d: wall %9.3f ms (KV %6.1f MB, %5.1f GB/s)\n",
+              type == KvCacheType::kF16 ? "f16" : "f32", num_seqs, kv_len, pool->num_threads(), ms,
+              bytes / 1e6, bytes / (ms * 1e6));
 }
 
 }  // namespace
@@ -173,15 +186,22 @@ int main(int argc, char** argv) {
   using namespace shardserve;
   using namespace shardserve::cpu;
   const int max_threads = argc > 1 ? std::atoi(argv[1]) : ThreadPool::DefaultThreads();
+  const bool steps_only = argc > 2 && std::string(argv[2]) == "steps";
   std::printf("isa %s, heads %d/%d, head_dim %d, block_size %d\n", IsaName(ActiveIsa()), kNumHeads,
               kNumKvHeads, kHeadDim, kBlockSize);
   for (int threads : {1, max_threads}) {
     ThreadPool pool(threads);
-    Report("decode", 1, 512, &pool);
-    Report("decode", 1, 4096, &pool);
-    Report("prefill", 512, 512, &pool);
+    if (!steps_only) {
+      Report("decode", 1, 512, &pool);
+      Report("decode", 1, 4096, &pool);
+      Report("prefill", 512, 512, &pool);
+    }
     for (int num_seqs : {1, 16}) {
-      for (int kv_len : {80, 512}) ReportStep(num_seqs, kv_len, &pool);
+      for (int kv_len : {80, 512}) {
+        for (KvCacheType type : {KvCacheType::kF32, KvCacheType::kF16}) {
+          ReportStep(num_seqs, kv_len, type, &pool);
+        }
+      }
     }
     if (threads == max_threads) break;
   }

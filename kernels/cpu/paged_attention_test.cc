@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
 
+#include "common/fp16.h"
 #include "gtest/gtest.h"
 
 namespace shardserve::cpu {
@@ -25,6 +27,7 @@ struct Case {
   std::vector<Seq> seqs;
   int sliding_window = 0;
   int threads = 1;
+  KvCacheType type = KvCacheType::kF32;
 };
 
 std::vector<float> Random(size_t n, std::mt19937& gen, float scale) {
@@ -35,7 +38,8 @@ std::vector<float> Random(size_t n, std::mt19937& gen, float scale) {
 }
 
 // Runs one case through WriteKv + PagedAttention and compares with dense causal attention in
-// double on the same keys and values.
+// double on the same keys and values. An F16 case draws values that halves hold exactly and
+// must also give the same bits as an F32 cache of those values.
 void RunCase(const Case& c, uint32_t seed) {
   std::mt19937 gen(seed);
   const int num_seqs = c.seqs.size();
@@ -55,6 +59,12 @@ void RunCase(const Case& c, uint32_t seed) {
   std::vector<float> v_cache(k_cache.size(), nan);
   PagedKvCache cache{k_cache.data(), v_cache.data(), num_blocks,
                      c.block_size,   c.num_kv_heads, c.head_dim};
+  const bool f16 = c.type == KvCacheType::kF16;
+  const uint16_t half_nan = 0x7e00;
+  std::vector<uint16_t> k_half(f16 ? k_cache.size() : 0, half_nan);
+  std::vector<uint16_t> v_half(k_half.size(), half_nan);
+  PagedKvCache half_cache{k_half.data(),  v_half.data(), num_blocks,       c.block_size,
+                          c.num_kv_heads, c.head_dim,    KvCacheType::kF16};
 
   std::vector<int32_t> qo_indptr = {0}, kv_indptr = {0}, kv_indices, kv_lens;
   std::vector<std::vector<float>> dense_k(num_seqs), dense_v(num_seqs);
@@ -68,12 +78,18 @@ void RunCase(const Case& c, uint32_t seed) {
     kv_lens.push_back(seq.kv_len);
     dense_k[s] = Random(seq.kv_len * row, gen, 1.0f);
     dense_v[s] = Random(seq.kv_len * row, gen, 1.0f);
+    if (f16) {
+      for (auto* dense : {&dense_k[s], &dense_v[s]}) {
+        for (float& x : *dense) x = Fp16ToFloat(FloatToFp16(x));
+      }
+    }
     std::vector<int64_t> slots(seq.kv_len);
     for (int p = 0; p < seq.kv_len; ++p) {
       slots[p] = static_cast<int64_t>(kv_indices[kv_indptr[s] + p / c.block_size]) * c.block_size +
                  p % c.block_size;
     }
     WriteKv(dense_k[s].data(), dense_v[s].data(), slots.data(), seq.kv_len, cache);
+    if (f16) WriteKv(dense_k[s].data(), dense_v[s].data(), slots.data(), seq.kv_len, half_cache);
   }
 
   const int num_tokens = qo_indptr.back();
@@ -92,6 +108,12 @@ void RunCase(const Case& c, uint32_t seed) {
   params.sliding_window = c.sliding_window;
   ThreadPool thread_pool(c.threads);
   PagedAttention(q.data(), cache, params, out.data(), &thread_pool);
+  if (f16) {
+    std::vector<float> out_half(q.size(), nan);
+    PagedAttention(q.data(), half_cache, params, out_half.data(), &thread_pool);
+    ASSERT_EQ(std::memcmp(out_half.data(), out.data(), sizeof(float) * out.size()), 0)
+        << "an F16 cache differs from an F32 cache of the same values";
+  }
 
   const int group = c.num_heads / c.num_kv_heads;
   std::vector<double> scores, want(c.head_dim);
@@ -184,6 +206,25 @@ TEST(PagedAttentionTest, SlidingWindow) {
 TEST(PagedAttentionTest, HeadDimNotMultipleOfEight) {
   Case c{6, 2, 20, 16, {{1, 100}, {40, 50}}};
   RunCase(c, 15);
+}
+
+TEST(PagedAttentionTest, F16CacheEqualsF32CacheOfTheSameValues) {
+  // Decode, prefill after a prefix, a long split decode, a sliding window, and a head size
+  // the AVX2 kernels do not take (the portable ones then run).
+  Case mixed{12, 4, 64, 16, {{1, 700}, {60, 60}, {1, 3}, {0, 40}, {33, 90}, {1, 64}}};
+  mixed.type = KvCacheType::kF16;
+  RunCase(mixed, 21);
+  mixed.threads = 3;
+  RunCase(mixed, 22);
+  Case split{9, 3, 64, 16, {{1, 5000}, {1, 300}}, 0, 4};
+  split.type = KvCacheType::kF16;
+  RunCase(split, 23);
+  Case window{8, 2, 64, 16, {{1, 500}, {70, 400}}, 50, 2};
+  window.type = KvCacheType::kF16;
+  RunCase(window, 24);
+  Case odd{6, 2, 20, 16, {{1, 100}, {40, 50}}};
+  odd.type = KvCacheType::kF16;
+  RunCase(odd, 25);
 }
 
 // Continuous batching runs a sequence's attention next to any other sequences, on any number of
@@ -353,6 +394,34 @@ TEST(PagedAttentionTest, WriteKvPlacesRowsInSlots) {
         const int64_t at = ((slot / block_size) * block_size + slot % block_size) * row + e;
         ASSERT_EQ(k_cache[at], k[t * row + e]);
         ASSERT_EQ(v_cache[at], v[t * row + e]);
+      }
+    }
+  }
+}
+
+TEST(PagedAttentionTest, WriteKvRoundsIntoAnF16Cache) {
+  const int num_blocks = 2, block_size = 4, kv_heads = 3, head_dim = 8;
+  const int64_t row = kv_heads * head_dim;
+  std::vector<uint16_t> k_cache(num_blocks * block_size * row, 0xffff);
+  std::vector<uint16_t> v_cache(k_cache.size(), 0xffff);
+  PagedKvCache cache{k_cache.data(), v_cache.data(), num_blocks,       block_size,
+                     kv_heads,       head_dim,       KvCacheType::kF16};
+  std::mt19937 gen(3);
+  const int num_tokens = 3;
+  const auto k = Random(num_tokens * row, gen, 100.0f);
+  const auto v = Random(num_tokens * row, gen, 1e-3f);
+  const std::vector<int64_t> slots = {5, -1, 0};
+  WriteKv(k.data(), v.data(), slots.data(), num_tokens, cache);
+  for (int64_t slot = 0; slot < num_blocks * block_size; ++slot) {
+    const auto it = std::find(slots.begin(), slots.end(), slot);
+    for (int64_t e = 0; e < row; ++e) {
+      if (it == slots.end()) {
+        ASSERT_EQ(k_cache[slot * row + e], 0xffff);
+        ASSERT_EQ(v_cache[slot * row + e], 0xffff);
+      } else {
+        const int64_t t = it - slots.begin();
+        ASSERT_EQ(k_cache[slot * row + e], FloatToFp16(k[t * row + e]));
+        ASSERT_EQ(v_cache[slot * row + e], FloatToFp16(v[t * row + e]));
       }
     }
   }

@@ -30,6 +30,7 @@
 #include "proto/shardserve/v1/inference.grpc.pb.h"
 #include "tools/local_cluster.h"
 #include "worker/engine.h"
+#include "worker/kv_cache.h"
 
 namespace shardserve {
 namespace {
@@ -38,6 +39,9 @@ constexpr absl::Duration kReadyTimeout = absl::Seconds(180);
 constexpr absl::Duration kCallTimeout = absl::Seconds(120);
 // Prefill chunk size of the cluster's groups and of the reference Engine.
 constexpr int kChunkTokens = 96;
+// KV cache dtype of every worker (prefill and decode pools alike: KV moves between caches of one
+// dtype) and of the reference Engine, so that their outputs compare token for token.
+constexpr DType kKvCacheDType = DType::kF16;
 
 std::string TinyMoePath() { return TestRunfile("tests/fixtures/tiny/olmoe/model.gguf"); }
 
@@ -63,7 +67,8 @@ class Cluster {
     // Short bounds so that a dead peer is noticed quickly; the chunk size keeps prefill steps
     // on the same kernels as the single-process Engine's.
     o.worker_flags = {"--group_timeout=6s", "--kv_transfer_timeout=30s",
-                      absl::StrCat("--max_num_batched_tokens=", kChunkTokens)};
+                      absl::StrCat("--max_num_batched_tokens=", kChunkTokens),
+                      absl::StrCat("--kv_cache_dtype=", KvCacheDTypeName(kKvCacheDType))};
     o.log_dir = TestTempDir();
     cluster_ = std::make_unique<LocalCluster>(o);
     started_ = cluster_->Start(absl::Now() + kReadyTimeout, [] { return false; });
@@ -151,6 +156,7 @@ class Reference {
     EngineOptions options;
     options.num_threads = 1;
     options.max_num_batched_tokens = kChunkTokens;  // the cluster's prefill chunks
+    options.kv_cache_dtype = kKvCacheDType;
     auto engine = Engine::Create(weights_.get(), options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     if (engine.ok()) engine_ = std::move(*engine);

@@ -33,6 +33,7 @@
 #include "proto/shardserve/v1/cluster.grpc.pb.h"
 #include "proto/shardserve/v1/worker.grpc.pb.h"
 #include "worker/engine.h"
+#include "worker/kv_cache.h"
 
 namespace shardserve {
 namespace {
@@ -40,6 +41,11 @@ namespace {
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
 constexpr absl::Duration kReadyTimeout = absl::Seconds(60);
 constexpr absl::Duration kGenerateTimeout = absl::Seconds(60);
+
+// The reference Engine and the workers both run an F32 KV cache: they must use one dtype to be
+// compared token for token, and SmolLM2's margins below were measured by llama.cpp with an F32
+// cache (tests/fixtures/smollm2_q4_1/greedy.json).
+constexpr DType kKvCacheDType = DType::kF32;
 
 std::vector<int32_t> TinyPrompt(const std::string& family) {
   std::ifstream f(TestRunfile("tests/fixtures/tiny/" + family + "/reference.json"));
@@ -64,6 +70,7 @@ EngineReference EngineRun(const std::string& model, const std::vector<int32_t>& 
   if (!weights.ok()) return {};
   EngineOptions options;
   options.num_threads = 1;
+  options.kv_cache_dtype = kKvCacheDType;
   auto engine = Engine::Create(weights->get(), options);
   EXPECT_TRUE(engine.ok()) << engine.status();
   if (!engine.ok()) return {};
@@ -111,7 +118,8 @@ class GenerationTest : public ::testing::Test {
       workers_.push_back(children_.Spawn(
           "worker", {TestRunfile("worker/shardserve-worker"), "--coordinator=" + address,
                      "--pool=both", "--device=cpu", "--host=127.0.0.1",
-                     "--group_timeout=" + absl::FormatDuration(group_timeout)}));
+                     "--group_timeout=" + absl::FormatDuration(group_timeout),
+                     absl::StrCat("--kv_cache_dtype=", KvCacheDTypeName(kKvCacheDType))}));
       ASSERT_GT(workers_.back(), 0);
     }
 

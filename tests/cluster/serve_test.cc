@@ -3,7 +3,8 @@
 // line once every group is ready, and on SIGTERM stops them all and exits 0 leaving no process
 // behind; killed outright, its children die with it; a layout the model refuses ends it at once
 // with the coordinator's reason and exit code. Also: generate and bench report an unreachable
-// server instead of waiting; every command taking --threads refuses a bad count with exit code 2.
+// server instead of waiting; every command taking --threads refuses a bad count with exit code 2,
+// and every command taking --kv_cache_dtype a dtype other than f16 and f32.
 //
 // Ports are picked by the coordinator (--port=0, read from the ready line); every wait has a
 // deadline and ChildProcesses ends whatever the test started, also when an assertion fails.
@@ -304,6 +305,29 @@ TEST_F(ServeTest, BadThreadCountsExitWithCode2) {
       EXPECT_TRUE(absl::StrContains(out, "--threads must be 0")) << what << out;
       EXPECT_TRUE(absl::StrContains(out, absl::StrCat("got ", threads))) << what << "\n" << out;
     }
+  }
+}
+
+TEST_F(ServeTest, BadKvCacheDTypeExitsWithCode2) {
+  const std::vector<std::vector<std::string>> commands = {
+      {TestRunfile("tools/shardserve"), "run", "--model=" + TestGgufPath(), "--prompt=hi"},
+      {TestRunfile("tools/shardserve"), "bench-engine", "--model=" + TestGgufPath()},
+      {TestRunfile("tools/shardserve"), "serve", "--model=" + TestGgufPath(), "--port=0",
+       "--log_dir=" + TestTempDir()},
+      {TestRunfile("worker/shardserve-worker"),
+       absl::StrCat("--coordinator=127.0.0.1:", ClosedPort())},
+  };
+  for (std::vector<std::string> argv : commands) {
+    argv.push_back("--kv_cache_dtype=bf16");
+    const std::string what = absl::StrCat(argv[0], " ", argv[1], " --kv_cache_dtype=bf16");
+    const pid_t pid = children_.Spawn("bad-kv-dtype", argv);
+    const absl::optional<int> code = children_.WaitExit(pid, kExitTimeout);
+    ASSERT_TRUE(code.has_value()) << what << " still runs:\n" << children_.Output(pid);
+    const std::string out = children_.Output(pid);
+    EXPECT_EQ(*code, 2) << what << "\n" << out;
+    EXPECT_TRUE(absl::StrContains(out, "--kv_cache_dtype must be f16 or f32, not 'bf16'"))
+        << what << "\n"
+        << out;
   }
 }
 

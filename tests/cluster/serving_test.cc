@@ -80,12 +80,10 @@ v1::GenerateRequest GreedyTokens(const std::vector<int32_t>& prompt, int max_tok
 class LocalCluster {
  public:
   explicit LocalCluster(std::vector<std::string> flags) : children_(TestTempDir()) {
-    std::vector<std::string> argv = {TestRunfile("tools/shardserve"),
-                                     "serve",
-                                     "--model=" + TestGgufPath(),
-                                     "--port=0",
-                                     "--threads=1",
-                                     "--log_dir=" + TestTempDir()};
+    std::vector<std::string> argv = {TestRunfile("tools/shardserve"), "serve",
+                                     "--model=" + TestGgufPath(), "--port=0", "--threads=1",
+                                     // The Engine that Offline() compares with uses it too.
+                                     "--kv_cache_dtype=f16", "--log_dir=" + TestTempDir()};
     argv.insert(argv.end(), flags.begin(), flags.end());
     serve_ = children_.Spawn("serve", argv);
   }
@@ -157,6 +155,7 @@ class ServingTest : public ::testing::Test {
     if (engine == nullptr) {
       EngineOptions options;
       options.num_threads = 1;
+      options.kv_cache_dtype = DType::kF16;  // the cluster's (--kv_cache_dtype above)
       auto created = Engine::Create(bundle_->weights.get(), options);
       EXPECT_TRUE(created.ok()) << created.status();
       if (!created.ok()) return {};

@@ -1,14 +1,15 @@
 // Throughput of the TCP KV transport against a raw TCP socket, on loopback, in one process.
 //
 //   bazel build -c opt //worker/comm:kv_transport_bench
-//   bazel-bin/worker/comm/kv_transport_bench --tokens=2048 --iters=10
+//   bazel-bin/worker/comm/kv_transport_bench --tokens=2048 --iters=10 [--kv_cache_dtype=f32]
 //
 // Moves the KV of a --tokens prompt of SmolLM2-135M's shape (30 layers, 3 KV heads of 64 dims,
-// F32, K and V) layer by layer from a prefill rank's paged cache into a decode rank's paged cache
-// (TP=1 on both sides by default; --prefill_tp and --decode_tp split the heads and re-slice them
-// in flight), timed from the first SendLayer until Wait returns on every decode rank. Then moves
-// the same bytes over a plain TCP connection, one writer and one reader thread, one contiguous
-// write per layer. Runs alternate so both see the same machine load; the medians are compared.
+// K and V in --kv_cache_dtype, F16 by default as the engine caches them) layer by layer from a
+// prefill rank's paged cache into a decode rank's paged cache (TP=1 on both sides by default;
+// --prefill_tp and --decode_tp split the heads and re-slice them in flight), timed from the first
+// SendLayer until Wait returns on every decode rank. Then moves the same bytes over a plain TCP
+// connection, one writer and one reader thread, one contiguous write per layer. Runs alternate so
+// both see the same machine load; the medians are compared.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -41,9 +42,14 @@ ABSL_FLAG(int64_t, block_size, 16, "tokens per KV block");
 ABSL_FLAG(int, prefill_tp, 1, "prefill ranks splitting the KV heads (one sender thread each)");
 ABSL_FLAG(int, decode_tp, 1, "decode ranks splitting the KV heads (one receiver each)");
 ABSL_FLAG(int, iters, 10, "timed transfers of each kind");
+ABSL_FLAG(std::string, kv_cache_dtype, "f16",
+          "element type of both ranks' KV caches: f16 (the engine's default) or f32");
 
 namespace shardserve {
 namespace {
+
+// Set by Run from --kv_cache_dtype.
+DType kv_dtype = DType::kF16;
 
 struct Rank {
   IndexRange heads;
@@ -57,14 +63,21 @@ absl::StatusOr<Rank> MakeRank(IndexRange heads, int seed) {
   Rank rank{heads, nullptr, std::vector<int32_t>(blocks)};
   ASSIGN_OR_RETURN(rank.cache, KvCache::Create({absl::GetFlag(FLAGS_layers), blocks,
                                                 absl::GetFlag(FLAGS_block_size), heads.size(),
-                                                absl::GetFlag(FLAGS_head_dim)}));
+                                                absl::GetFlag(FLAGS_head_dim), kv_dtype}));
   std::iota(rank.block_ids.begin(), rank.block_ids.end(), 0);
   std::shuffle(rank.block_ids.begin(), rank.block_ids.end(), std::mt19937(seed));
-  // Touch every page so that neither side times page faults.
-  float value = static_cast<float>(seed);
+  // Touch every page so that neither side times page faults. The transport moves bytes, so the
+  // fill is a pseudo-random bit pattern, which no misplaced row matches by chance.
+  uint32_t state = static_cast<uint32_t>(seed) * 2654435761u + 1;
   for (const KvLayerView& v : rank.cache->layers()) {
-    const int64_t n = v.num_blocks * v.block_size * v.num_kv_heads * v.head_dim;
-    for (int64_t i = 0; i < n; ++i) v.k[i] = v.v[i] = value += 1.0f;
+    const int64_t n = v.num_blocks * v.block_size * v.row_bytes() / 2;
+    uint16_t* k = static_cast<uint16_t*>(v.k);
+    uint16_t* val = static_cast<uint16_t*>(v.v);
+    for (int64_t i = 0; i < n; ++i) {
+      state = state * 1664525u + 1013904223u;
+      k[i] = static_cast<uint16_t>(state >> 16);
+      val[i] = static_cast<uint16_t>(state);
+    }
   }
   return rank;
 }
@@ -82,14 +95,17 @@ bool SameKv(const std::vector<Rank>& srcs, const Rank& dst) {
       const int64_t h0 = std::max(src.heads.begin, dst.heads.begin);
       const int64_t h1 = std::min(src.heads.end, dst.heads.end);
       if (h0 >= h1) continue;
-      const size_t bytes = (h1 - h0) * hd * sizeof(float);
+      const int64_t head_bytes = hd * s.elem_bytes();
+      const size_t bytes = (h1 - h0) * head_bytes;
       for (int64_t t = 0; t < tokens; ++t) {
         const int64_t s_slot = int64_t{src.block_ids[t / bs]} * bs + t % bs;
         const int64_t d_slot = int64_t{dst.block_ids[t / bs]} * bs + t % bs;
-        const int64_t s_off = (s_slot * s.num_kv_heads + h0 - src.heads.begin) * hd;
-        const int64_t d_off = (d_slot * d.num_kv_heads + h0 - dst.heads.begin) * hd;
-        if (std::memcmp(s.k + s_off, d.k + d_off, bytes) != 0 ||
-            std::memcmp(s.v + s_off, d.v + d_off, bytes) != 0) {
+        const int64_t s_off = s_slot * s.row_bytes() + (h0 - src.heads.begin) * head_bytes;
+        const int64_t d_off = d_slot * d.row_bytes() + (h0 - dst.heads.begin) * head_bytes;
+        if (std::memcmp(static_cast<const char*>(s.k) + s_off,
+                        static_cast<const char*>(d.k) + d_off, bytes) != 0 ||
+            std::memcmp(static_cast<const char*>(s.v) + s_off,
+                        static_cast<const char*>(d.v) + d_off, bytes) != 0) {
           return false;
         }
       }
@@ -260,14 +276,17 @@ double Median(std::vector<double> v) {
 
 absl::Status Run() {
   const int iters = std::max(1, absl::GetFlag(FLAGS_iters));
-  const int64_t bytes = absl::GetFlag(FLAGS_layers) * 2 * absl::GetFlag(FLAGS_tokens) *
-                        absl::GetFlag(FLAGS_kv_heads) * absl::GetFlag(FLAGS_head_dim) *
-                        static_cast<int64_t>(sizeof(float));
+  ASSIGN_OR_RETURN(kv_dtype, ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype)));
+  const KvCacheShape shape{absl::GetFlag(FLAGS_layers),   0,       0, absl::GetFlag(FLAGS_kv_heads),
+                           absl::GetFlag(FLAGS_head_dim), kv_dtype};
+  // The bytes moved per transfer, in the caches' dtype.
+  const int64_t bytes = shape.BytesPerToken() * absl::GetFlag(FLAGS_tokens);
   std::printf(
-      "KV of %ld tokens: %ld layers x K,V x %ld heads x %ld dims F32 = %.1f MB per "
+      "KV of %ld tokens: %ld layers x K,V x %ld heads x %ld dims %s = %.1f MB per "
       "transfer; %d iterations each; %u hardware threads\n",
       absl::GetFlag(FLAGS_tokens), absl::GetFlag(FLAGS_layers), absl::GetFlag(FLAGS_kv_heads),
-      absl::GetFlag(FLAGS_head_dim), bytes / 1e6, iters, std::thread::hardware_concurrency());
+      absl::GetFlag(FLAGS_head_dim), std::string(KvCacheDTypeName(kv_dtype)).c_str(), bytes / 1e6,
+      iters, std::thread::hardware_concurrency());
   TransportBench transport_bench;
   RawSocketBench raw_bench(bytes);
   RETURN_IF_ERROR(transport_bench.Setup());
@@ -286,9 +305,9 @@ absl::Status Run() {
   RETURN_IF_ERROR(raw_bench.Check());
   const double t = Median(transport);
   const double r = Median(raw);
-  const std::string label =
-      absl::StrCat("tcp kv transport (prefill_tp=", absl::GetFlag(FLAGS_prefill_tp),
-                   ", decode_tp=", absl::GetFlag(FLAGS_decode_tp), "):");
+  const std::string label = absl::StrCat(
+      "tcp kv transport (prefill_tp=", absl::GetFlag(FLAGS_prefill_tp),
+      ", decode_tp=", absl::GetFlag(FLAGS_decode_tp), ", ", KvCacheDTypeName(kv_dtype), "):");
   std::printf("%-48s median %.2f GB/s, best %.2f GB/s\n", label.c_str(), t,
               *std::max_element(transport.begin(), transport.end()));
   std::printf("%-48s median %.2f GB/s, best %.2f GB/s\n", "raw tcp socket (one connection):", r,

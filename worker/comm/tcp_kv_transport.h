@@ -6,8 +6,10 @@
 //
 // On the wire (tcp_kv_transport_wire.h) each prefill rank keeps one connection per decode rank.
 // For every layer it sends a K frame and a V frame per decode rank that owns the layer and some
-// of its heads: a fixed header (magic, transfer id, layer, K/V, head range, token range,
-// head_dim, payload size) followed by the rows [tokens, heads, head_dim] F32 of the common heads.
+// of its heads: a fixed header (magic, transfer id, layer, K/V, dtype, head range, token range,
+// head_dim, payload size) followed by the rows [tokens, heads, head_dim] of the common heads, in
+// the sender's KV cache dtype (F32 or F16, as stored: a receiver whose cache has another dtype
+// fails the transfer rather than reinterpret the bytes).
 // Finish sends a kFinish frame carrying the prefill rank's status to each decode rank, which
 // answers with a kAck carrying its verdict on everything that connection sent for the transfer.
 // The receiver validates every frame against its reservation (tcp_kv_transport_reservation.h)

@@ -32,12 +32,16 @@ absl::StatusOr<KvReservation> KvReservation::Create(uint64_t transfer_id,
         absl::StrCat(d.layer_views.size(), " layer views for ", d.layers.size(), " layers"));
   }
   const KvLayerView& first = d.layer_views[0];
+  if (first.dtype != DType::kF32 && first.dtype != DType::kF16) {
+    return error(absl::StrCat("KV cache dtype ", DTypeName(first.dtype), ", not f32 or f16"));
+  }
   for (const KvLayerView& v : d.layer_views) {
     if (v.k == nullptr || v.v == nullptr || v.num_kv_heads != d.kv_heads.size() ||
         v.head_dim <= 0 || v.head_dim != first.head_dim || v.block_size <= 0 ||
-        v.block_size != first.block_size || v.num_blocks != first.num_blocks) {
-      return error(absl::StrCat("layer views must share one shape with ", d.kv_heads.size(),
-                                " KV heads and K, V memory"));
+        v.block_size != first.block_size || v.num_blocks != first.num_blocks ||
+        v.dtype != first.dtype) {
+      return error(absl::StrCat("layer views must share one shape and dtype with ",
+                                d.kv_heads.size(), " KV heads and K, V memory"));
     }
   }
   const int64_t blocks_needed = (d.num_tokens + first.block_size - 1) / first.block_size;
@@ -59,6 +63,7 @@ KvReservation::KvReservation(uint64_t transfer_id, const KvDestination& destinat
       destination_(destination),
       num_heads_(destination.kv_heads.size()),
       head_dim_(destination.layer_views[0].head_dim),
+      dtype_(destination.layer_views[0].dtype),
       rows_expected_(destination.layers.size() * 2 * num_heads_ * destination.num_tokens) {
   claimed_.assign(static_cast<size_t>(rows_expected_), false);
 }
@@ -89,6 +94,13 @@ absl::Status KvReservation::Claim(const KvFrameHeader& h, IovecCursor* cursor) {
   if (h.head_dim != head_dim_) {
     return error(absl::StrCat("has head_dim ", h.head_dim, ", the reservation ", head_dim_));
   }
+  // Rows are copied byte for byte: rows of another dtype would be misread as this cache's
+  // (garbage K and V that attention would use without any error), so refuse them.
+  if (h.dtype != static_cast<uint16_t>(dtype_)) {
+    return error(absl::StrCat("holds ", DTypeName(static_cast<DType>(h.dtype)),
+                              " rows, but the reservation's KV cache is ", DTypeName(dtype_),
+                              ": prefill and decode workers must use the same --kv_cache_dtype"));
+  }
   const int64_t layer_idx = h.layer - d.layers.begin;
   for (int64_t head = h.head_begin; head < h.head_end; ++head) {
     const int64_t base = RowIndex(layer_idx, h.kind, head - d.kv_heads.begin, 0);
@@ -101,12 +113,13 @@ absl::Status KvReservation::Claim(const KvFrameHeader& h, IovecCursor* cursor) {
     for (int64_t t = h.token_begin; t < h.token_end; ++t) claimed_[base + t] = true;
   }
   const KvLayerView& view = d.layer_views[layer_idx];
-  float* const memory = h.kind == 0 ? view.k : view.v;
-  const size_t token_bytes = (h.head_end - h.head_begin) * head_dim_ * sizeof(float);
+  char* const memory = static_cast<char*>(h.kind == 0 ? view.k : view.v);
+  const int64_t head_bytes = head_dim_ * view.elem_bytes();
+  const size_t token_bytes = (h.head_end - h.head_begin) * head_bytes;
   for (int64_t t = h.token_begin; t < h.token_end; ++t) {
     const int64_t slot =
         int64_t{d.block_ids[t / view.block_size]} * view.block_size + t % view.block_size;
-    cursor->Add(memory + (slot * num_heads_ + (h.head_begin - d.kv_heads.begin)) * head_dim_,
+    cursor->Add(memory + slot * view.row_bytes() + (h.head_begin - d.kv_heads.begin) * head_bytes,
                 token_bytes);
   }
   return absl::OkStatus();

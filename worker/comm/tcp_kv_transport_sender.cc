@@ -22,6 +22,9 @@ absl::Status CheckSource(int64_t layer, const KvSource& s, IndexRange* tokens) {
   };
   const KvLayerView& v = s.view;
   if (layer < 0 || layer > INT32_MAX) return error("layer out of range");
+  if (v.dtype != DType::kF32 && v.dtype != DType::kF16) {
+    return error(absl::StrCat("view of dtype ", DTypeName(v.dtype), ", not f32 or f16"));
+  }
   if (v.k == nullptr || v.v == nullptr || v.block_size <= 0 || v.head_dim <= 0 ||
       v.head_dim > INT32_MAX || s.kv_heads.begin < 0 || s.kv_heads.size() <= 0 ||
       s.kv_heads.end > INT32_MAX || v.num_kv_heads != s.kv_heads.size()) {
@@ -54,7 +57,9 @@ constexpr size_t kPackBelowBytes = 4096;
 
 // Appends one data frame (header, then the rows of heads [h0, h1) for `tokens`) to `out`: the
 // rows are gathered from the source blocks in place, or copied into `pack` when it is not null
-// (payload_bytes of room). `header` and `pack` must stay live until the send is done.
+// (payload_bytes of room). They travel in the cache's own dtype, which the header names so that
+// a receiver whose cache holds another dtype refuses them instead of misreading the bytes.
+// `header` and `pack` must stay live until the send is done.
 void AddDataFrame(const KvSource& s, int kind, int64_t h0, int64_t h1, IndexRange tokens,
                   KvFrameHeader* header, char* pack, IovecCursor* out) {
   const KvLayerView& v = s.view;
@@ -63,14 +68,16 @@ void AddDataFrame(const KvSource& s, int kind, int64_t h0, int64_t h1, IndexRang
   header->token_begin = static_cast<int32_t>(tokens.begin);
   header->token_end = static_cast<int32_t>(tokens.end);
   header->head_dim = static_cast<int32_t>(v.head_dim);
-  header->kind = kind;
-  const size_t token_bytes = (h1 - h0) * v.head_dim * sizeof(float);
+  header->kind = static_cast<uint16_t>(kind);
+  header->dtype = static_cast<uint16_t>(v.dtype);
+  const size_t token_bytes = (h1 - h0) * v.head_dim * v.elem_bytes();
   header->payload_bytes = token_bytes * tokens.size();
   out->Add(header, sizeof(*header));
-  const float* memory = kind == 0 ? v.k : v.v;
+  const char* memory = static_cast<const char*>(kind == 0 ? v.k : v.v);
   for (int64_t t = tokens.begin; t < tokens.end; ++t) {
     const int64_t slot = int64_t{s.block_ids[t / v.block_size]} * v.block_size + t % v.block_size;
-    const float* row = memory + (slot * v.num_kv_heads + (h0 - s.kv_heads.begin)) * v.head_dim;
+    const char* row =
+        memory + slot * v.row_bytes() + (h0 - s.kv_heads.begin) * v.head_dim * v.elem_bytes();
     if (pack != nullptr) {
       std::memcpy(pack + (t - tokens.begin) * token_bytes, row, token_bytes);
     } else {
@@ -122,7 +129,7 @@ absl::Status TcpKvSender::SendLayer(uint64_t transfer_id, absl::Span<const KvPee
     const int64_t h1 = std::min(peer.kv_heads.end, source.kv_heads.end);
     if (h0 >= h1) continue;
     ASSIGN_OR_RETURN(const int fd, Connection(peer.address));
-    const size_t token_bytes = (h1 - h0) * source.view.head_dim * sizeof(float);
+    const size_t token_bytes = (h1 - h0) * source.view.head_dim * source.view.elem_bytes();
     const bool pack = h1 - h0 < source.view.num_kv_heads && token_bytes < kPackBelowBytes;
     const size_t payload_bytes = token_bytes * tokens.size();
     if (pack && staging_.size() < 2 * payload_bytes) staging_.resize(2 * payload_bytes);

@@ -31,10 +31,20 @@ constexpr int64_t kHeadDim = 8;
 constexpr int64_t kBlockSize = 4;
 constexpr int64_t kNumBlocks = 16;
 constexpr int64_t kMaxTokens = kNumBlocks * kBlockSize;
-constexpr float kUntouched = -7.0f;
+// The transport moves rows as bytes in the caches' dtype, so the tests store 16-bit codes in
+// every element: as exact floats in an F32 cache, as the raw bits of an F16 cache (never read as
+// numbers). Prompt codes are 1 .. kLayers * 2 * kMaxTokens * kHeads * kHeadDim.
+constexpr uint32_t kUntouched = 0xffff;
+constexpr uint32_t kPrefillFill = 0xfffe;
+static_assert(kLayers * 2 * kMaxTokens * kHeads * kHeadDim < kPrefillFill);
 // Scheduling noise on a loaded machine; failures must still come well before a hang.
 constexpr absl::Duration kSlack = absl::Seconds(3);
 constexpr absl::Duration kWaitTimeout = absl::Seconds(20);
+constexpr DType kDTypes[] = {DType::kF16, DType::kF32};
+
+std::string DTypeParamName(const ::testing::TestParamInfo<DType>& info) {
+  return DTypeName(info.param);
+}
 
 uint64_t NewTransferId() {
   static std::atomic<uint64_t> next{1};
@@ -47,11 +57,23 @@ TcpKvOptions Options(absl::Duration io_timeout = absl::Seconds(5)) {
   return options;
 }
 
-// The value of one float of the prompt's KV, distinct for every (layer, K/V, token, head, dim)
-// and exact in F32.
-float Value(int64_t layer, int kind, int64_t token, int64_t head, int64_t d) {
-  return static_cast<float>(
+// The code of one element of the prompt's KV, distinct for every (layer, K/V, token, head, dim).
+uint32_t Value(int64_t layer, int kind, int64_t token, int64_t head, int64_t d) {
+  return static_cast<uint32_t>(
       1 + ((((layer * 2 + kind) * kMaxTokens + token) * kHeads + head) * kHeadDim + d));
+}
+
+void Store(void* row, DType dtype, int64_t d, uint32_t code) {
+  if (dtype == DType::kF16) {
+    static_cast<uint16_t*>(row)[d] = static_cast<uint16_t>(code);
+  } else {
+    static_cast<float*>(row)[d] = static_cast<float>(code);
+  }
+}
+
+uint32_t Load(const void* row, DType dtype, int64_t d) {
+  if (dtype == DType::kF16) return static_cast<const uint16_t*>(row)[d];
+  return static_cast<uint32_t>(static_cast<const float*>(row)[d]);
 }
 
 // One rank's KV cache: its layers and heads of the model, and the blocks of the prompt.
@@ -61,23 +83,26 @@ struct RankKv {
   std::vector<int32_t> block_ids;  // in token order
   std::unique_ptr<KvCache> cache;
 
-  float* Row(int64_t layer_idx, int kind, int64_t block, int64_t offset, int64_t head_idx) const {
+  DType dtype() const { return cache->shape().dtype; }
+  void* Row(int64_t layer_idx, int kind, int64_t block, int64_t offset, int64_t head_idx) const {
     const KvLayerView& v = cache->layers()[layer_idx];
-    return (kind == 0 ? v.k : v.v) +
-           ((block * kBlockSize + offset) * heads.size() + head_idx) * kHeadDim;
+    return static_cast<char*>(kind == 0 ? v.k : v.v) +
+           (block * kBlockSize + offset) * v.row_bytes() + head_idx * kHeadDim * v.elem_bytes();
   }
 };
 
-// A rank whose every float is `fill`, with the prompt's blocks a shuffle of the cache's blocks
-// chosen by `seed` (so both sides' block ids differ).
-RankKv MakeRank(IndexRange layers, IndexRange heads, int seed, float fill) {
+// A `dtype` rank whose every element is `fill`, with the prompt's blocks a shuffle of the
+// cache's blocks chosen by `seed` (so both sides' block ids differ).
+RankKv MakeRank(IndexRange layers, IndexRange heads, int seed, uint32_t fill, DType dtype) {
   RankKv rank{layers, heads, {}, nullptr};
-  KvCacheShape shape{layers.size(), kNumBlocks, kBlockSize, heads.size(), kHeadDim};
+  KvCacheShape shape{layers.size(), kNumBlocks, kBlockSize, heads.size(), kHeadDim, dtype};
   rank.cache = std::move(KvCache::Create(shape)).value();
   for (const KvLayerView& v : rank.cache->layers()) {
     const int64_t n = v.num_blocks * v.block_size * v.num_kv_heads * v.head_dim;
-    std::fill(v.k, v.k + n, fill);
-    std::fill(v.v, v.v + n, fill);
+    for (int64_t i = 0; i < n; ++i) {
+      Store(v.k, dtype, i, fill);
+      Store(v.v, dtype, i, fill);
+    }
   }
   rank.block_ids.resize(kNumBlocks);
   std::iota(rank.block_ids.begin(), rank.block_ids.end(), 0);
@@ -90,9 +115,10 @@ void WritePrompt(const RankKv& rank, int64_t num_tokens) {
     for (int kind = 0; kind < 2; ++kind) {
       for (int64_t t = 0; t < num_tokens; ++t) {
         for (int64_t h = 0; h < rank.heads.size(); ++h) {
-          float* row = rank.Row(l, kind, rank.block_ids[t / kBlockSize], t % kBlockSize, h);
+          void* row = rank.Row(l, kind, rank.block_ids[t / kBlockSize], t % kBlockSize, h);
           for (int64_t d = 0; d < kHeadDim; ++d) {
-            row[d] = Value(rank.layers.begin + l, kind, t, rank.heads.begin + h, d);
+            Store(row, rank.dtype(), d,
+                  Value(rank.layers.begin + l, kind, t, rank.heads.begin + h, d));
           }
         }
       }
@@ -100,7 +126,7 @@ void WritePrompt(const RankKv& rank, int64_t num_tokens) {
   }
 }
 
-// Checks every float of a decode rank's cache: the prompt's value in the slots of tokens
+// Checks every element of a decode rank's cache: the prompt's value in the slots of tokens
 // [0, num_tokens) of `layers_written` (a sub-range of the rank's layers), kUntouched elsewhere.
 void ExpectCache(const RankKv& rank, int64_t num_tokens, IndexRange layers_written) {
   std::vector<int64_t> position(kNumBlocks, -1);  // block id -> index in block_ids
@@ -117,14 +143,16 @@ void ExpectCache(const RankKv& rank, int64_t num_tokens, IndexRange layers_writt
           const int64_t token = position[b] * kBlockSize + o;
           const bool in_prompt = written && position[b] >= 0 && token < num_tokens;
           for (int64_t h = 0; h < rank.heads.size(); ++h) {
-            const float* row = rank.Row(l, kind, b, o, h);
+            const void* row = rank.Row(l, kind, b, o, h);
             for (int64_t d = 0; d < kHeadDim; ++d) {
-              const float want =
+              const uint32_t want =
                   in_prompt ? Value(layer, kind, token, rank.heads.begin + h, d) : kUntouched;
-              if (row[d] != want && ++mismatches <= 5) {
-                ADD_FAILURE() << "layer " << layer << " kind " << kind << " block " << b
-                              << " offset " << o << " head " << rank.heads.begin + h << " dim " << d
-                              << ": " << row[d] << ", want " << want;
+              const uint32_t got = Load(row, rank.dtype(), d);
+              if (got != want && ++mismatches <= 5) {
+                ADD_FAILURE() << DTypeName(rank.dtype()) << " layer " << layer << " kind " << kind
+                              << " block " << b << " offset " << o << " head "
+                              << rank.heads.begin + h << " dim " << d << ": " << got << ", want "
+                              << want;
               }
             }
           }
@@ -156,14 +184,15 @@ KvSource SourceOf(const RankKv& rank, int64_t layer, int64_t num_tokens) {
   return s;
 }
 
-// The ranks of a tp x pp group over the test model.
-std::vector<RankKv> MakeGroup(int tp, int pp, int seed, bool prefill, int64_t num_tokens) {
+// The ranks of a tp x pp group over the test model, with `dtype` caches.
+std::vector<RankKv> MakeGroup(int tp, int pp, int seed, bool prefill, int64_t num_tokens,
+                              DType dtype) {
   std::vector<RankKv> ranks;
   for (int p = 0; p < pp; ++p) {
     for (int t = 0; t < tp; ++t) {
       ranks.push_back(MakeRank(EvenSplit(kLayers, pp, p), EvenSplit(kHeads, tp, t),
                                seed + 31 * static_cast<int>(ranks.size()),
-                               prefill ? -3.0f : kUntouched));
+                               prefill ? kPrefillFill : kUntouched, dtype));
       if (prefill) WritePrompt(ranks.back(), num_tokens);
     }
   }
@@ -186,13 +215,16 @@ DecodeSide StartDecode(const std::vector<RankKv>& ranks, uint64_t transfer_id, i
 }
 
 // (prefill tp, prefill pp, decode tp, decode pp, num_tokens)
-class ReslicingTest : public ::testing::TestWithParam<std::tuple<int, int, int, int, int64_t>> {};
+using Layout = std::tuple<int, int, int, int, int64_t>;
+// A layout and the dtype of both sides' caches.
+class ReslicingTest : public ::testing::TestWithParam<std::tuple<Layout, DType>> {};
 
 // Every prefill rank sends from its own thread, layer by layer, into the same reservations.
 TEST_P(ReslicingTest, EveryDestinationRowEqualsTheSource) {
-  const auto [prefill_tp, prefill_pp, decode_tp, decode_pp, num_tokens] = GetParam();
-  const std::vector<RankKv> prefill = MakeGroup(prefill_tp, prefill_pp, 1, true, num_tokens);
-  const std::vector<RankKv> decode = MakeGroup(decode_tp, decode_pp, 2, false, num_tokens);
+  const auto [prefill_tp, prefill_pp, decode_tp, decode_pp, num_tokens] = std::get<0>(GetParam());
+  const DType dtype = std::get<1>(GetParam());
+  const std::vector<RankKv> prefill = MakeGroup(prefill_tp, prefill_pp, 1, true, num_tokens, dtype);
+  const std::vector<RankKv> decode = MakeGroup(decode_tp, decode_pp, 2, false, num_tokens, dtype);
   const uint64_t id = NewTransferId();
   DecodeSide side = StartDecode(decode, id, num_tokens);
 
@@ -221,20 +253,24 @@ TEST_P(ReslicingTest, EveryDestinationRowEqualsTheSource) {
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, ReslicingTest,
-    ::testing::Values(std::make_tuple(1, 1, 2, 1, int64_t{37}),  // 3 heads -> 2 + 1
-                      std::make_tuple(2, 1, 1, 1, int64_t{37}),  // 2 + 1 -> 3
-                      std::make_tuple(1, 2, 2, 1, int64_t{37}),  // prefill PP=2
-                      std::make_tuple(2, 1, 1, 2, int64_t{37}),  // decode PP=2
-                      std::make_tuple(3, 1, 2, 2, int64_t{37}),  // 1 + 1 + 1 -> 2 + 1, PP=2
-                      std::make_tuple(1, 1, 1, 1, int64_t{1}),
-                      std::make_tuple(2, 2, 3, 1, int64_t{kMaxTokens})));
+    ::testing::Combine(::testing::Values(Layout{1, 1, 2, 1, 37},  // 3 heads -> 2 + 1
+                                         Layout{2, 1, 1, 1, 37},  // 2 + 1 -> 3
+                                         Layout{1, 2, 2, 1, 37},  // prefill PP=2
+                                         Layout{2, 1, 1, 2, 37},  // decode PP=2
+                                         Layout{3, 1, 2, 2, 37},  // 1 + 1 + 1 -> 2 + 1, PP=2
+                                         Layout{1, 1, 1, 1, 1}, Layout{2, 2, 3, 1, kMaxTokens}),
+                       ::testing::ValuesIn(kDTypes)));
+
+// The tests that run once per cache dtype.
+class TcpKvTransportTest : public ::testing::TestWithParam<DType> {};
+INSTANTIATE_TEST_SUITE_P(DTypes, TcpKvTransportTest, ::testing::ValuesIn(kDTypes), DTypeParamName);
 
 // Wait completes with the last row, not before: layers go one at a time and the last in two
 // token chunks, as a chunked prefill would send them.
-TEST(TcpKvTransportTest, WaitEndsOnlyAfterTheLastSlice) {
+TEST_P(TcpKvTransportTest, WaitEndsOnlyAfterTheLastSlice) {
   constexpr int64_t kTokens = 37;
-  const std::vector<RankKv> prefill = MakeGroup(1, 1, 3, true, kTokens);
-  const std::vector<RankKv> decode = MakeGroup(1, 1, 4, false, kTokens);
+  const std::vector<RankKv> prefill = MakeGroup(1, 1, 3, true, kTokens, GetParam());
+  const std::vector<RankKv> decode = MakeGroup(1, 1, 4, false, kTokens, GetParam());
   const RankKv& src = prefill[0];
   const RankKv& dst = decode[0];
   const uint64_t id = NewTransferId();
@@ -273,16 +309,19 @@ TEST(TcpKvTransportTest, WaitEndsOnlyAfterTheLastSlice) {
 
 // Frames of several MiB whose rows are cut out of the destination's token rows (received through
 // a bounded buffer in chunks) and out of the source's (copied into one buffer before sending).
-TEST(TcpKvTransportTest, LargeReslicedFrames) {
+TEST_P(TcpKvTransportTest, LargeReslicedFrames) {
   constexpr int64_t kTokens = 8000, kBlock = 16, kBlocks = 512, kDim = 64;
-  const auto make = [](int64_t heads, float first) {
+  // A cache of pseudo-random bits (16-bit words from `seed`'s sequence): the transport moves
+  // bytes, and no misplaced row matches such a pattern by chance.
+  const auto make = [](int64_t heads, uint32_t seed) {
     std::unique_ptr<KvCache> cache =
-        std::move(KvCache::Create({1, kBlocks, kBlock, heads, kDim})).value();
+        std::move(KvCache::Create({1, kBlocks, kBlock, heads, kDim, GetParam()})).value();
     const KvLayerView& v = cache->layers()[0];
-    float value = first;
-    for (int64_t i = 0; i < kBlocks * kBlock * heads * kDim; ++i) {
-      v.k[i] = value++;
-      v.v[i] = -value;
+    uint32_t state = seed * 2654435761u + 1;
+    for (int64_t i = 0; i < kBlocks * kBlock * v.row_bytes() / 2; ++i) {
+      state = state * 1664525u + 1013904223u;
+      static_cast<uint16_t*>(v.k)[i] = static_cast<uint16_t>(state >> 16);
+      static_cast<uint16_t*>(v.v)[i] = static_cast<uint16_t>(state);
     }
     return cache;
   };
@@ -297,12 +336,12 @@ TEST(TcpKvTransportTest, LargeReslicedFrames) {
     const std::vector<IndexRange> dst_heads =
         to_one ? std::vector<IndexRange>{{0, 3}} : std::vector<IndexRange>{{0, 2}, {2, 3}};
     std::vector<std::unique_ptr<KvCache>> srcs, dsts;
-    for (const IndexRange& h : src_heads) srcs.push_back(make(h.size(), 1.0f + 1e6f * h.begin));
+    for (const IndexRange& h : src_heads) srcs.push_back(make(h.size(), 1 + h.begin));
     std::vector<std::unique_ptr<TcpKvReceiver>> receivers;
     std::vector<KvPeer> peers;
     const uint64_t id = NewTransferId();
     for (const IndexRange& h : dst_heads) {
-      dsts.push_back(make(h.size(), 0.5f));
+      dsts.push_back(make(h.size(), 100));
       receivers.push_back(std::move(TcpKvReceiver::Create("127.0.0.1", 0, Options())).value());
       KvDestination d{dst_blocks, kTokens, {0, 1}, h, {dsts.back()->layers()[0]}};
       ASSERT_TRUE(receivers.back()->Expect(id, d).ok());
@@ -323,14 +362,17 @@ TEST(TcpKvTransportTest, LargeReslicedFrames) {
         if (h0 >= h1) continue;
         const KvLayerView& s = srcs[q]->layers()[0];
         const KvLayerView& d = dsts[r]->layers()[0];
+        const int64_t head_bytes = kDim * s.elem_bytes();
         for (int64_t t = 0; t < kTokens; ++t) {
-          const int64_t s_row = (src_blocks[t / kBlock] * kBlock + t % kBlock) * s.num_kv_heads +
-                                h0 - src_heads[q].begin;
-          const int64_t d_row = (dst_blocks[t / kBlock] * kBlock + t % kBlock) * d.num_kv_heads +
-                                h0 - dst_heads[r].begin;
-          const size_t bytes = (h1 - h0) * kDim * sizeof(float);
-          mismatches += std::memcmp(s.k + s_row * kDim, d.k + d_row * kDim, bytes) != 0;
-          mismatches += std::memcmp(s.v + s_row * kDim, d.v + d_row * kDim, bytes) != 0;
+          const int64_t s_off = (src_blocks[t / kBlock] * kBlock + t % kBlock) * s.row_bytes() +
+                                (h0 - src_heads[q].begin) * head_bytes;
+          const int64_t d_off = (dst_blocks[t / kBlock] * kBlock + t % kBlock) * d.row_bytes() +
+                                (h0 - dst_heads[r].begin) * head_bytes;
+          const size_t bytes = (h1 - h0) * head_bytes;
+          mismatches += std::memcmp(static_cast<const char*>(s.k) + s_off,
+                                    static_cast<const char*>(d.k) + d_off, bytes) != 0;
+          mismatches += std::memcmp(static_cast<const char*>(s.v) + s_off,
+                                    static_cast<const char*>(d.v) + d_off, bytes) != 0;
         }
       }
     }
@@ -338,14 +380,15 @@ TEST(TcpKvTransportTest, LargeReslicedFrames) {
   }
 }
 
-// Fixture for the failure cases: one prefill rank and one decode rank, both TP=1, PP=1.
-class TransportFailureTest : public ::testing::Test {
+// Fixture for the failure cases: one prefill rank and one decode rank, both TP=1, PP=1, with
+// caches of the parameter's dtype.
+class TransportFailureTest : public ::testing::TestWithParam<DType> {
  protected:
   static constexpr int64_t kTokens = 21;
 
   void SetUp() override {
-    src_ = std::move(MakeGroup(1, 1, 5, true, kTokens)[0]);
-    dst_ = std::move(MakeGroup(1, 1, 6, false, kTokens)[0]);
+    src_ = std::move(MakeGroup(1, 1, 5, true, kTokens, GetParam())[0]);
+    dst_ = std::move(MakeGroup(1, 1, 6, false, kTokens, GetParam())[0]);
     receiver_ = std::move(TcpKvReceiver::Create("127.0.0.1", 0, Options())).value();
     peers_ = {{receiver_->address(), dst_.layers, dst_.heads}};
   }
@@ -358,7 +401,7 @@ class TransportFailureTest : public ::testing::Test {
   std::vector<KvPeer> peers_;
 };
 
-TEST_F(TransportFailureTest, SenderThatDisconnectsMidTransferFailsWaitQuickly) {
+TEST_P(TransportFailureTest, SenderThatDisconnectsMidTransferFailsWaitQuickly) {
   const uint64_t id = NewTransferId();
   ASSERT_TRUE(Expect(id).ok());
   auto sender = std::make_unique<TcpKvSender>(Options());
@@ -371,7 +414,7 @@ TEST_F(TransportFailureTest, SenderThatDisconnectsMidTransferFailsWaitQuickly) {
   EXPECT_EQ(receiver_->num_pending(), 0);
 }
 
-TEST_F(TransportFailureTest, SenderThatNeverSendsGivesDeadlineExceeded) {
+TEST_P(TransportFailureTest, SenderThatNeverSendsGivesDeadlineExceeded) {
   const uint64_t id = NewTransferId();
   ASSERT_TRUE(Expect(id).ok());
   const absl::Time start = absl::Now();
@@ -383,7 +426,7 @@ TEST_F(TransportFailureTest, SenderThatNeverSendsGivesDeadlineExceeded) {
   EXPECT_EQ(receiver_->Wait(id, absl::Seconds(1)).code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(TransportFailureTest, FinishWithAnErrorFailsWait) {
+TEST_P(TransportFailureTest, FinishWithAnErrorFailsWait) {
   const uint64_t id = NewTransferId();
   ASSERT_TRUE(Expect(id).ok());
   TcpKvSender sender(Options());
@@ -397,7 +440,7 @@ TEST_F(TransportFailureTest, FinishWithAnErrorFailsWait) {
 
 // Two prefill stages: stage 0's layers land (its Finish is acknowledged), then the reservation
 // is cancelled, and stage 1's layers arrive late: discarded, reported to stage 1 by Finish.
-TEST_F(TransportFailureTest, LateDataAfterCancelIsDiscarded) {
+TEST_P(TransportFailureTest, LateDataAfterCancelIsDiscarded) {
   const uint64_t id = NewTransferId();
   ASSERT_TRUE(Expect(id).ok());
   TcpKvSender stage0(Options());
@@ -419,12 +462,12 @@ TEST_F(TransportFailureTest, LateDataAfterCancelIsDiscarded) {
 
 // A well-formed frame that does not fit the reservation fails the transfer without writing, and
 // the connection keeps serving.
-TEST_F(TransportFailureTest, FrameOutsideTheReservationFailsTheTransfer) {
+TEST_P(TransportFailureTest, FrameOutsideTheReservationFailsTheTransfer) {
   const uint64_t id = NewTransferId();
   ASSERT_TRUE(Expect(id).ok());
   std::vector<KvPeer> lying = peers_;
   lying[0].kv_heads = {0, kHeads + 1};  // claims a head the destination does not hold
-  RankKv wide = MakeRank({0, kLayers}, {0, kHeads + 1}, 7, 1.0f);
+  RankKv wide = MakeRank({0, kLayers}, {0, kHeads + 1}, 7, 1, GetParam());
   TcpKvSender sender(Options());
   KvSource source = SourceOf(wide, 0, kTokens);
   ASSERT_TRUE(sender.SendLayer(id, lying, 0, source).ok());
@@ -460,7 +503,7 @@ int ConnectRaw(const std::string& address) {
 }
 
 // Garbage closes that connection only; a transfer over another connection is unaffected.
-TEST_F(TransportFailureTest, GarbageClosesOnlyItsConnection) {
+TEST_P(TransportFailureTest, GarbageClosesOnlyItsConnection) {
   const uint64_t id = NewTransferId();
   ASSERT_TRUE(Expect(id).ok());
   TcpKvSender sender(Options());
@@ -473,10 +516,14 @@ TEST_F(TransportFailureTest, GarbageClosesOnlyItsConnection) {
   oversized.token_end = 1;
   oversized.head_dim = kHeadDim;
   oversized.payload_bytes = uint64_t{1} << 40;
+  KvFrameHeader unknown_dtype = oversized;  // a payload size that fits 4-byte elements
+  unknown_dtype.dtype = 7;
+  unknown_dtype.payload_bytes = kHeadDim * 4;
   std::string http(sizeof(KvFrameHeader), ' ');
   std::memcpy(http.data(), "GET / HTTP/1.1\r\n", 16);
   for (const std::string& garbage :
-       {http, std::string(reinterpret_cast<const char*>(&oversized), sizeof(oversized))}) {
+       {http, std::string(reinterpret_cast<const char*>(&oversized), sizeof(oversized)),
+        std::string(reinterpret_cast<const char*>(&unknown_dtype), sizeof(unknown_dtype))}) {
     const int fd = ConnectRaw(receiver_->address());
     ASSERT_GE(fd, 0);
     ASSERT_EQ(write(fd, garbage.data(), garbage.size()), static_cast<ssize_t>(garbage.size()));
@@ -496,7 +543,7 @@ TEST_F(TransportFailureTest, GarbageClosesOnlyItsConnection) {
   EXPECT_EQ(receiver_->num_pending(), 0);
 }
 
-TEST_F(TransportFailureTest, UnreachableReceiverIsUnavailableNamingIt) {
+TEST_P(TransportFailureTest, UnreachableReceiverIsUnavailableNamingIt) {
   TcpKvSender sender(Options(absl::Seconds(1)));
   std::string address;
   {
@@ -515,7 +562,7 @@ TEST_F(TransportFailureTest, UnreachableReceiverIsUnavailableNamingIt) {
 
 // A peer that accepts but never reads: the send fails once no byte moves for io_timeout, and
 // Finish's wait for an ack is bounded the same way.
-TEST_F(TransportFailureTest, HungReceiverGivesUnavailableWithinTheTimeout) {
+TEST_P(TransportFailureTest, HungReceiverGivesUnavailableWithinTheTimeout) {
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
   const int small = 4096;
   setsockopt(listener, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
@@ -528,8 +575,9 @@ TEST_F(TransportFailureTest, HungReceiverGivesUnavailableWithinTheTimeout) {
   getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
   const std::string address = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
 
-  // 64 MiB of K and V per layer: far more than the socket buffers hold.
-  KvCacheShape shape{1, 1024, 16, 16, 64};
+  // 64 MiB (F32) or 32 MiB (F16) of K per layer, as much of V: far more than the socket buffers
+  // hold.
+  KvCacheShape shape{1, 1024, 16, 16, 64, GetParam()};
   std::unique_ptr<KvCache> big = std::move(KvCache::Create(shape)).value();
   std::vector<int32_t> blocks(1024);
   std::iota(blocks.begin(), blocks.end(), 0);
@@ -553,7 +601,7 @@ TEST_F(TransportFailureTest, HungReceiverGivesUnavailableWithinTheTimeout) {
   close(listener);
 }
 
-TEST_F(TransportFailureTest, ExpectRejectsBadReservations) {
+TEST_P(TransportFailureTest, ExpectRejectsBadReservations) {
   const uint64_t id = NewTransferId();
   KvDestination bad = DestinationOf(dst_, kTokens);
   bad.block_ids[2] = kNumBlocks;
@@ -564,6 +612,12 @@ TEST_F(TransportFailureTest, ExpectRejectsBadReservations) {
   bad = DestinationOf(dst_, kTokens);
   bad.kv_heads = {0, 2};  // the views hold 3 heads
   EXPECT_EQ(receiver_->Expect(id, bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = DestinationOf(dst_, kTokens);
+  bad.layer_views[1].dtype = GetParam() == DType::kF16 ? DType::kF32 : DType::kF16;
+  EXPECT_EQ(receiver_->Expect(id, bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = DestinationOf(dst_, kTokens);
+  for (KvLayerView& v : bad.layer_views) v.dtype = DType::kBF16;
+  EXPECT_EQ(receiver_->Expect(id, bad).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(Expect(id).ok());
   EXPECT_EQ(Expect(id).code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(receiver_->num_pending(), 1);
@@ -573,7 +627,7 @@ TEST_F(TransportFailureTest, ExpectRejectsBadReservations) {
 
 // Destroying a receiver with a pending reservation and an open connection neither hangs nor
 // crashes; the sender then gets an error, not a hang.
-TEST_F(TransportFailureTest, ReceiverShutdownWithPendingTransfer) {
+TEST_P(TransportFailureTest, ReceiverShutdownWithPendingTransfer) {
   const uint64_t id = NewTransferId();
   ASSERT_TRUE(Expect(id).ok());
   TcpKvSender sender(Options(absl::Seconds(1)));
@@ -582,6 +636,53 @@ TEST_F(TransportFailureTest, ReceiverShutdownWithPendingTransfer) {
   receiver_.reset();
   EXPECT_LT(absl::Now() - start, kSlack);
   EXPECT_FALSE(sender.Finish(id, peers_, absl::OkStatus()).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, TransportFailureTest, ::testing::ValuesIn(kDTypes),
+                         DTypeParamName);
+
+// A prefill rank whose cache has another dtype than the decode rank's: every frame is refused
+// (the bytes would be misread, not just misplaced), nothing is written, both ends get
+// INVALID_ARGUMENT naming the dtypes and the flag, and the connection keeps serving: a later
+// transfer between caches of one dtype over it succeeds.
+TEST_P(TcpKvTransportTest, DTypeMismatchFailsTheTransferWithoutWriting) {
+  constexpr int64_t kTokens = 21;
+  const DType src_dtype = GetParam();
+  const DType dst_dtype = src_dtype == DType::kF16 ? DType::kF32 : DType::kF16;
+  const RankKv src = std::move(MakeGroup(1, 1, 5, true, kTokens, src_dtype)[0]);
+  const RankKv other = std::move(MakeGroup(1, 1, 6, false, kTokens, dst_dtype)[0]);
+  const RankKv same = std::move(MakeGroup(1, 1, 7, false, kTokens, src_dtype)[0]);
+  auto receiver = std::move(TcpKvReceiver::Create("127.0.0.1", 0, Options())).value();
+  const std::vector<KvPeer> peers = {{receiver->address(), src.layers, src.heads}};
+  TcpKvSender sender(Options());
+
+  const uint64_t id = NewTransferId();
+  ASSERT_TRUE(receiver->Expect(id, DestinationOf(other, kTokens)).ok());
+  for (int64_t layer = 0; layer < kLayers; ++layer) {
+    ASSERT_TRUE(sender.SendLayer(id, peers, layer, SourceOf(src, layer, kTokens)).ok());
+  }
+  const absl::Status finished = sender.Finish(id, peers, absl::OkStatus());
+  EXPECT_EQ(finished.code(), absl::StatusCode::kInvalidArgument) << finished;
+  const std::string rows = absl::StrCat("holds ", DTypeName(src_dtype), " rows");
+  const std::string cache = absl::StrCat("KV cache is ", DTypeName(dst_dtype));
+  for (const absl::string_view part :
+       {absl::string_view(rows), absl::string_view(cache), absl::string_view("--kv_cache_dtype")}) {
+    EXPECT_NE(finished.message().find(part), absl::string_view::npos) << finished;
+  }
+  const absl::Status waited = receiver->Wait(id, kWaitTimeout);
+  EXPECT_EQ(waited.code(), absl::StatusCode::kInvalidArgument) << waited;
+  EXPECT_NE(waited.message().find("--kv_cache_dtype"), absl::string_view::npos) << waited;
+  EXPECT_EQ(receiver->num_pending(), 0);
+  ExpectUntouched(other);
+
+  const uint64_t next = NewTransferId();
+  ASSERT_TRUE(receiver->Expect(next, DestinationOf(same, kTokens)).ok());
+  for (int64_t layer = 0; layer < kLayers; ++layer) {
+    ASSERT_TRUE(sender.SendLayer(next, peers, layer, SourceOf(src, layer, kTokens)).ok());
+  }
+  EXPECT_TRUE(sender.Finish(next, peers, absl::OkStatus()).ok());
+  EXPECT_TRUE(receiver->Wait(next, kWaitTimeout).ok());
+  ExpectCache(same, kTokens, same.layers);
 }
 
 }  // namespace

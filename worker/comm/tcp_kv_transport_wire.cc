@@ -74,6 +74,12 @@ absl::StatusOr<addrinfo*> Resolve(const std::string& host, int port, bool passiv
 
 }  // namespace
 
+int64_t KvWireElemBytes(uint16_t dtype) {
+  if (dtype == static_cast<uint16_t>(DType::kF32)) return 4;
+  if (dtype == static_cast<uint16_t>(DType::kF16)) return 2;
+  return 0;
+}
+
 absl::Status CheckFrameHeader(const KvFrameHeader& h) {
   if (h.magic != kKvFrameMagic) {
     return absl::InvalidArgumentError(absl::StrCat("bad frame magic 0x", absl::Hex(h.magic)));
@@ -95,6 +101,11 @@ absl::Status CheckFrameHeader(const KvFrameHeader& h) {
   if (h.kind != 0 && h.kind != 1) {
     return absl::InvalidArgumentError(absl::StrCat("frame kind ", h.kind, " is neither K nor V"));
   }
+  const int64_t elem_bytes = KvWireElemBytes(h.dtype);
+  if (elem_bytes == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data frame dtype ", h.dtype, " is neither F32 (0) nor F16 (1)"));
+  }
   if (h.layer < 0 || h.head_begin < 0 || h.head_end <= h.head_begin || h.token_begin < 0 ||
       h.token_end <= h.token_begin || h.head_dim <= 0) {
     return absl::InvalidArgumentError(
@@ -103,7 +114,7 @@ absl::Status CheckFrameHeader(const KvFrameHeader& h) {
   }
   const uint64_t expected = uint64_t(h.token_end - h.token_begin) *
                             uint64_t(h.head_end - h.head_begin) * uint64_t(h.head_dim) *
-                            sizeof(float);
+                            uint64_t(elem_bytes);
   if (h.payload_bytes != expected || h.payload_bytes > kKvMaxPayloadBytes) {
     return absl::InvalidArgumentError(absl::StrCat("data frame payload of ", h.payload_bytes,
                                                    " bytes, its ranges give ", expected));

@@ -4,7 +4,9 @@
 // receiver); the receiver answers each kFinish with one kAck on the same connection.
 //
 //   kData    one layer's K or V rows of heads [head_begin, head_end) for tokens
-//            [token_begin, token_end): payload [tokens, heads, head_dim] F32
+//            [token_begin, token_end): payload [tokens, heads, head_dim] of `dtype` (the
+//            sender's KV cache dtype, F32 or F16: rows are moved as they are stored, never
+//            converted, so a receiver whose cache has another dtype refuses the frame)
 //   kFinish  the sender is done with the transfer: status_code, payload = status message
 //   kAck     the receiver's verdict on what that sender sent: status_code, payload = message
 //
@@ -23,13 +25,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kernels/dtype.h"
 
 namespace shardserve {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the KV wire format is little-endian");
 
 inline constexpr uint32_t kKvFrameMagic = 0x3156534b;  // "KSV1"
-inline constexpr uint16_t kKvFrameVersion = 1;
+// 2: data frames carry their rows' dtype (version 1 rows were always F32).
+inline constexpr uint16_t kKvFrameVersion = 2;
 // Sanity bounds that let a receiver reject garbage before reading a payload.
 inline constexpr uint64_t kKvMaxPayloadBytes = uint64_t{1} << 32;
 inline constexpr uint64_t kKvMaxMessageBytes = 64 << 10;
@@ -49,7 +53,10 @@ struct KvFrameHeader {
   uint16_t type = 0;  // KvFrameType
   uint64_t transfer_id = 0;
   int32_t layer = 0;  // of the model's layers
-  int32_t kind = 0;   // 0: K, 1: V
+  uint16_t kind = 0;  // 0: K, 1: V
+  // kData: the rows' element type as a DType value (GGUF type ids, which never change): F32 (0)
+  // or F16 (1). Unused by kFinish and kAck.
+  uint16_t dtype = 0;
   int32_t head_begin = 0;
   int32_t head_end = 0;
   int32_t token_begin = 0;
@@ -59,9 +66,15 @@ struct KvFrameHeader {
   uint64_t payload_bytes = 0;
 };
 static_assert(sizeof(KvFrameHeader) == 56, "KvFrameHeader must have no padding");
+static_assert(static_cast<uint32_t>(DType::kF32) == 0 && static_cast<uint32_t>(DType::kF16) == 1,
+              "the wire's dtype values are the GGUF type ids");
 
-// Structural checks that need no reservation: magic, version, type, and a payload size that
-// matches the frame's ranges. A failure means the stream cannot be trusted any further.
+// Bytes of one element of a data frame's `dtype`: 4 for F32, 2 for F16, 0 for any other value.
+int64_t KvWireElemBytes(uint16_t dtype);
+
+// Structural checks that need no reservation: magic, version, type, a known dtype, and a payload
+// size that matches the frame's ranges and dtype. A failure means the stream cannot be trusted
+// any further.
 absl::Status CheckFrameHeader(const KvFrameHeader& h);
 
 // The Status a kFinish or kAck frame carries.

@@ -82,6 +82,9 @@ a group is, and groups form only through it).
 {{- if not (has .Values.model.volume.type (list "none" "hostPath" "pvc")) }}
 {{- fail (printf "model.volume.type must be none, hostPath or pvc, got %q" .Values.model.volume.type) }}
 {{- end }}
+{{- if not (has .Values.worker.kvCacheDtype (list "f16" "f32")) }}
+{{- fail (printf "worker.kvCacheDtype must be f16 or f32, got %q" .Values.worker.kvCacheDtype) }}
+{{- end }}
 {{- if not (has .Values.layout.moeCombine (list "allreduce" "alltoall")) }}
 {{- fail (printf "layout.moeCombine must be allreduce or alltoall, got %q" .Values.layout.moeCombine) }}
 {{- end }}
