@@ -142,7 +142,7 @@ TEST(MatMulTest, RowResultsDoNotDependOnBatchSize) {
     for (int64_t k : BlockSize(type) == 256 ? std::vector<int64_t>{512, 1536}
                                             : std::vector<int64_t>{192, 576, 1568}) {
       Weights w = MakeWeights(type, n, k, &rng);
-      const std::vector<float> xbuf = RandomVec(8 * k, &rng, 1.0f);
+      const std::vector<float> xbuf = RandomVec(16 * k, &rng, 1.0f);
       for (int level = 0; level <= static_cast<int>(MaxSupportedIsa()); ++level) {
         MatMulOptions options;
         options.isa = static_cast<Isa>(level);
@@ -153,7 +153,7 @@ TEST(MatMulTest, RowResultsDoNotDependOnBatchSize) {
                                       TensorView::Cpu(alone.data(), DType::kF32, {1, n}), nullptr,
                                       options)
                         .ok());
-        for (int64_t m : {2, 3, 5, 8}) {
+        for (int64_t m : {2, 3, 5, 8, 13, 16}) {
           for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
             std::vector<float> batched(m * n);
             TensorView xm = TensorView::Cpu(xbuf.data(), DType::kF32, {m, k});

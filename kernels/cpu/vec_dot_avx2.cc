@@ -367,7 +367,9 @@ void RunRows(const typename T::Lanes* chunk, int64_t b0, int nblk, int64_t nb, i
 }
 
 // y[i * ys + r] += sum over blocks of mins[b][r] * s(x_i, b), rows i < nx: the minimum terms,
-// four activation rows at a time so that their chains overlap.
+// several activation rows at a time so that their chains overlap (each row's sum keeps block
+// order, so a row's result does not depend on how many rows share the call; eight chains cover
+// the FMA latency, four leave half the FMA units idle).
 template <int NX>
 void AddMins(const float* mins, int64_t nb, int64_t k, const uint8_t* x, int64_t xs, int nw,
              float* y, int64_t ys) {
@@ -454,6 +456,9 @@ void DotTileLanes(int64_t k, const uint8_t* w, int64_t ws, int64_t nw, const uin
     }
     if constexpr (T::kHasMin) {
       int64_t i = 0;
+      for (; i + 8 <= nx; i += 8) {
+        AddMins<8>(mins.data(), nb, k, x + i * xs, xs, rows_here, y + i * ys + j, ys);
+      }
       for (; i + 4 <= nx; i += 4) {
         AddMins<4>(mins.data(), nb, k, x + i * xs, xs, rows_here, y + i * ys + j, ys);
       }
