@@ -81,13 +81,7 @@ absl::StatusOr<int> ThreadsFromFlags() {
 }
 
 absl::StatusOr<DType> KvCacheDTypeFromFlags() {
-  const std::string name = absl::GetFlag(FLAGS_kv_cache_dtype);
-  absl::StatusOr<DType> dtype = ParseKvCacheDType(name);
-  if (!dtype.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv_cache_dtype must be f16 or f32, not '", name, "'"));
-  }
-  return dtype;
+  return ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype));
 }
 
 absl::Duration TimeoutOr(absl::Duration command_default) {

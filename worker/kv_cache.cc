@@ -10,7 +10,7 @@ absl::StatusOr<DType> ParseKvCacheDType(absl::string_view name) {
   if (name == "f16") return DType::kF16;
   if (name == "f32") return DType::kF32;
   return absl::InvalidArgumentError(
-      absl::StrCat("KV cache dtype '", name, "' is neither f16 nor f32"));
+      absl::StrCat("--kv_cache_dtype must be f16 or f32, not '", name, "'"));
 }
 
 absl::string_view KvCacheDTypeName(DType dtype) {

@@ -33,7 +33,7 @@ struct KvCacheShape {
 };
 
 // The values of the --kv_cache_dtype flags: "f16" -> kF16, "f32" -> kF32; anything else is
-// INVALID_ARGUMENT naming the allowed values.
+// INVALID_ARGUMENT naming the flag and the allowed values, the message every command prints.
 absl::StatusOr<DType> ParseKvCacheDType(absl::string_view name);
 // "f16" or "f32" (what ParseKvCacheDType accepts); "invalid" for other dtypes.
 absl::string_view KvCacheDTypeName(DType dtype);

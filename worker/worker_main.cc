@@ -129,8 +129,7 @@ int main(int argc, char** argv) {
       dtype.ok()) {
     options.kv_cache_dtype = *dtype;
   } else {
-    std::fprintf(stderr, "shardserve-worker: --kv_cache_dtype must be f16 or f32, not '%s'\n",
-                 absl::GetFlag(FLAGS_kv_cache_dtype).c_str());
+    std::fprintf(stderr, "shardserve-worker: %s\n", std::string(dtype.status().message()).c_str());
     return 2;
   }
   options.serving.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);

@@ -129,6 +129,19 @@ int CountCommand(const std::vector<ProcessInfo>& processes, const std::string& p
   return n;
 }
 
+// The commands that validate --threads and --kv_cache_dtype before loading anything: run,
+// bench-engine, serve and the worker, each with the other flags it needs.
+std::vector<std::vector<std::string>> CommandsValidatingEngineFlags() {
+  return {
+      {TestRunfile("tools/shardserve"), "run", "--model=" + TestGgufPath(), "--prompt=hi"},
+      {TestRunfile("tools/shardserve"), "bench-engine", "--model=" + TestGgufPath()},
+      {TestRunfile("tools/shardserve"), "serve", "--model=" + TestGgufPath(), "--port=0",
+       "--log_dir=" + TestTempDir()},
+      {TestRunfile("worker/shardserve-worker"),
+       absl::StrCat("--coordinator=127.0.0.1:", ClosedPort())},
+  };
+}
+
 class ServeTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -285,14 +298,7 @@ TEST_F(ServeTest, ClientsReportAnUnreachableServer) {
 }
 
 TEST_F(ServeTest, BadThreadCountsExitWithCode2) {
-  const std::vector<std::vector<std::string>> commands = {
-      {TestRunfile("tools/shardserve"), "run", "--model=" + TestGgufPath(), "--prompt=hi"},
-      {TestRunfile("tools/shardserve"), "bench-engine", "--model=" + TestGgufPath()},
-      {TestRunfile("tools/shardserve"), "serve", "--model=" + TestGgufPath(), "--port=0",
-       "--log_dir=" + TestTempDir()},
-      {TestRunfile("worker/shardserve-worker"),
-       absl::StrCat("--coordinator=127.0.0.1:", ClosedPort())},
-  };
+  const std::vector<std::vector<std::string>> commands = CommandsValidatingEngineFlags();
   for (const std::string threads : {"-3", "100000"}) {
     for (std::vector<std::string> argv : commands) {
       argv.push_back("--threads=" + threads);
@@ -309,14 +315,7 @@ TEST_F(ServeTest, BadThreadCountsExitWithCode2) {
 }
 
 TEST_F(ServeTest, BadKvCacheDTypeExitsWithCode2) {
-  const std::vector<std::vector<std::string>> commands = {
-      {TestRunfile("tools/shardserve"), "run", "--model=" + TestGgufPath(), "--prompt=hi"},
-      {TestRunfile("tools/shardserve"), "bench-engine", "--model=" + TestGgufPath()},
-      {TestRunfile("tools/shardserve"), "serve", "--model=" + TestGgufPath(), "--port=0",
-       "--log_dir=" + TestTempDir()},
-      {TestRunfile("worker/shardserve-worker"),
-       absl::StrCat("--coordinator=127.0.0.1:", ClosedPort())},
-  };
+  const std::vector<std::vector<std::string>> commands = CommandsValidatingEngineFlags();
   for (std::vector<std::string> argv : commands) {
     argv.push_back("--kv_cache_dtype=bf16");
     const std::string what = absl::StrCat(argv[0], " ", argv[1], " --kv_cache_dtype=bf16");
